@@ -1,0 +1,57 @@
+"""Atomic writes, file-name helpers and the JSON-lines progress protocol."""
+
+import io
+import json
+
+import pytest
+
+from ichseg.errors import OutputError
+from ichseg.fileutil import atomic_output, full_suffix, sha256_file, stem, write_json_atomic
+from ichseg.progress import Progress, parse_progress_line
+
+
+def test_suffix_and_stem():
+    assert full_suffix("a/b/case.nii.gz") == ".nii.gz"
+    assert full_suffix("x.SEG.NRRD") == ".seg.nrrd"
+    assert full_suffix("x.mha") == ".mha"
+    assert stem("a/case_01.nii.gz") == "case_01"
+    assert stem("case.seg.nrrd") == "case"
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_refuses_overwrite(tmp_path):
+    target = tmp_path / "case.json"
+    write_json_atomic(target, {"a": 1})
+    with pytest.raises(OutputError, match="refusing to overwrite"):
+        write_json_atomic(target, {"a": 2}, overwrite=False)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert len(list(tmp_path.iterdir())) == 1
+    assert len(sha256_file(target)) == 64
+
+
+def test_progress_json_lines_parse():
+    buf = io.StringIO()
+    p = Progress("json", buf)
+    p.emit("load", 0.1, "reading", case="a")
+    p.info("hello")
+    p.done()
+    events = [parse_progress_line(line) for line in buf.getvalue().splitlines()]
+    assert [e["stage"] for e in events] == ["load", "info", "done"]
+    assert events[0]["case"] == "a" and events[-1]["fraction"] == 1.0
+    assert parse_progress_line("Traceback (most recent call last):") is None
+    assert parse_progress_line('{"not": "progress"}') is None
+
+
+def test_progress_quiet_and_bar():
+    buf = io.StringIO()
+    Progress("quiet", buf).emit("x", 0.5, "y")
+    assert buf.getvalue() == ""
+    Progress("bar", buf).emit("x", 1.0, "y")
+    assert "100.0%" in buf.getvalue()

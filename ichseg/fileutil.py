@@ -1,0 +1,78 @@
+"""Atomic file output: write to a temporary file beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+
+_MULTI_SUFFIXES = (".nii.gz", ".seg.nrrd", ".tar.gz")
+
+
+def full_suffix(path: str | os.PathLike) -> str:
+    """Suffix including compound ones such as ``.nii.gz`` and ``.seg.nrrd``."""
+    name = Path(path).name.lower()
+    for s in _MULTI_SUFFIXES:
+        if name.endswith(s):
+            return s
+    return Path(path).suffix.lower()
+
+
+def stem(path: str | os.PathLike) -> str:
+    """File name without its (compound) suffix: ``a/b/case1.nii.gz`` -> ``case1``."""
+    name = Path(path).name
+    suffix = full_suffix(path)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path with the target's suffix; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched,
+    so a reader never sees a half-written file.
+    """
+    target = Path(path)
+    if not overwrite and target.exists():
+        raise OutputError(f"refusing to overwrite existing file: {target}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {target.parent}: {exc.strerror}") from exc
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{full_suffix(target)}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not overwrite and target.exists():
+            raise OutputError(f"refusing to overwrite existing file: {target}")
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, overwrite: bool = True) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", overwrite=overwrite)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
