@@ -1,0 +1,372 @@
+"""ICH Segmentation: intracerebral hemorrhage, perihematomal edema and intraventricular hemorrhage on head CT.
+
+A thin Slicer module: the widget wires the panel to the logic, the logic delegates to
+``ICHSegmentationLib`` (scene-in functions, testable with slicer-core) and to the
+``ichseg`` core package.  Nothing here computes.
+"""
+
+import logging
+import os
+import re
+import tempfile
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from ICHSegmentationLib import measure, segments
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+DEVICES = ("auto", "CPU", "GPU")
+QUALITIES = ("fast", "accurate")
+LAST_FOLDER_SETTING = "ICHSegmentation/LastFolder"
+#: Delay between the last segment edit and the volumes update.
+VOLUMES_UPDATE_DELAY_MS = 750
+
+
+class ICHSegmentation(ScriptedLoadableModule):
+    """Module metadata."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "ICH Segmentation"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["Segmentations"]
+        self.parent.contributors = ["ICH Segmentation contributors"]
+        self.parent.helpText = (
+            "Segments intracerebral hemorrhage (ICH), perihematomal edema (PHE) and intraventricular "
+            "hemorrhage (IVH) on non-contrast head CT, and measures their volumes (mL), lesion counts, "
+            "PHE/ICH ratio and ICH ABC/2. Results are segments ICH, PHE and IVH with SNOMED-CT terminology; "
+            "edit them in Segment Editor and the volumes follow. Corrected cases can be saved for training. "
+            "Research use only; not for clinical decisions."
+        )
+        self.parent.acknowledgementText = (
+            "Built on 3D Slicer, PyTorch and MONAI. Label scheme and terminology follow DICOM/SNOMED-CT codes."
+        )
+
+
+@parameterNodeWrapper
+class ICHSegmentationParameterNode:
+    """State of the module panel, saved with the scene."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    volumesTable: vtkMRMLTableNode
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    quality: Annotated[str, Choice(list(QUALITIES))] = "fast"
+
+
+class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: only wiring, the work is done by :class:`ICHSegmentationLogic`."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._observedSegmentation = None
+        self._volumesTimer = None
+        self._volumesOutdated = False
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ICHSegmentation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = ICHSegmentationLogic()
+
+        self._volumesTimer = qt.QTimer()
+        self._volumesTimer.setSingleShot(True)
+        self._volumesTimer.setInterval(VOLUMES_UPDATE_DELAY_MS)
+        self._volumesTimer.connect("timeout()", self.onAutoUpdateVolumes)
+
+        # Running a model (model list, Segment, progress) comes with the background process runner.
+        self.ui.modelSelector.enabled = False
+        self.ui.modelSelector.toolTip = "No segmentation runner is installed in this version."
+        self.ui.segmentButton.enabled = False
+        self.ui.segmentButton.toolTip = "Automatic segmentation is not available in this version; import a labelmap."
+        self.ui.progressBar.hide()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.importLabelmapButton.connect("clicked(bool)", self.onImportLabelmap)
+        self.ui.updateVolumesButton.connect("clicked(bool)", self.onUpdateVolumes)
+        self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
+        self.ui.saveTrainingCaseButton.connect("clicked(bool)", self.onSaveTrainingCase)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._volumesTimer is not None:
+            self._volumesTimer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+        if self._volumesOutdated:
+            self.onAutoUpdateVolumes()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume and not firstVolume.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = firstVolume
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # The .ui sets a "SlicerParameterName" property on each widget bound to a parameter.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.onParameterNodeModified()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        volume = p.inputVolume if p else None
+        segmentation = p.outputSegmentation if p else None
+        self.ui.importLabelmapButton.enabled = volume is not None
+        for button in (self.ui.updateVolumesButton, self.ui.exportCsvButton, self.ui.saveTrainingCaseButton):
+            button.enabled = volume is not None and segmentation is not None
+        self.ui.volumesTableView.setMRMLTableNode(p.volumesTable if p else None)
+        self.observeSegmentation(segmentation)
+
+    def observeSegmentation(self, segmentationNode) -> None:
+        """Update the volumes shortly after the segments change (Segment Editor edits, renames, deletions)."""
+        if segmentationNode is self._observedSegmentation:
+            return
+        if self._observedSegmentation is not None:
+            for event in segmentationEvents():
+                self.removeObserver(self._observedSegmentation, event, self.onSegmentationChanged)
+        self._observedSegmentation = segmentationNode
+        if segmentationNode is not None:
+            for event in segmentationEvents():
+                self.addObserver(segmentationNode, event, self.onSegmentationChanged)
+
+    def onSegmentationChanged(self, caller=None, event=None) -> None:
+        self._volumesOutdated = True
+        if self.parent.isEntered:  # else measured on return, not while painting in Segment Editor
+            self._volumesTimer.start()
+
+    def onAutoUpdateVolumes(self) -> None:
+        try:
+            self.updateVolumes()
+        except Exception as exc:  # an edit in progress must not raise dialogs; report in the log
+            self.log(f"Volumes not updated: {exc}")
+
+    def log(self, message: str) -> None:
+        logging.info(message)
+        self.ui.logTextEdit.appendPlainText(message)
+
+    def updateVolumes(self) -> None:
+        p = self._parameterNode
+        if not p or not p.inputVolume or not p.outputSegmentation:
+            return
+        notes = []
+        measurements = self.logic.computeVolumes(p.outputSegmentation, p.inputVolume, notes)
+        p.volumesTable = self.logic.updateVolumesTable(measurements, p.volumesTable)
+        self.ui.volumesTableView.setMRMLTableNode(p.volumesTable)
+        self.ui.summaryLabel.text = measure.summary_text(measurements)
+        self._volumesOutdated = False
+        self._volumesTimer.stop()  # edits made so far are measured
+        for note in notes:
+            self.log(note)
+
+    def onUpdateVolumes(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Failed to compute the volumes.", waitCursor=True):
+            self.updateVolumes()
+
+    def onImportLabelmap(self) -> None:
+        p = self._parameterNode
+        settings = qt.QSettings()
+        path = qt.QFileDialog.getOpenFileName(
+            slicer.util.mainWindow(),
+            "Import ICH/PHE/IVH label map",
+            settings.value(LAST_FOLDER_SETTING, ""),
+            "Label maps (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)",
+        )
+        if not path:
+            return
+        settings.setValue(LAST_FOLDER_SETTING, os.path.dirname(path))
+        with slicer.util.tryWithErrorDisplay("Failed to import the label map.", waitCursor=True):
+            segmentation = self.logic.importLabelmap(path, p.inputVolume, p.outputSegmentation)
+            p.outputSegmentation = segmentation
+            slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
+            self.log(f"Imported {path} into '{segmentation.GetName()}'.")
+            self.updateVolumes()
+
+    def onExportCsv(self) -> None:
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Failed to export the volumes.", waitCursor=True):
+            measurements = self.logic.computeVolumes(p.outputSegmentation, p.inputVolume)
+            settings = qt.QSettings()
+            default = os.path.join(settings.value(LAST_FOLDER_SETTING, ""), f"{safeName(p.inputVolume.GetName())}.csv")
+            path = qt.QFileDialog.getSaveFileName(
+                slicer.util.mainWindow(), "Export volumes", default, "CSV files (*.csv)"
+            )
+            if not path:
+                return
+            settings.setValue(LAST_FOLDER_SETTING, os.path.dirname(path))
+            self.logic.writeCsv(path, p.inputVolume.GetName(), measurements)
+            self.log(f"Volumes written to {path}.")
+
+    def onSaveTrainingCase(self) -> None:
+        from ICHTrainingLib import cases
+
+        p = self._parameterNode
+        settings = qt.QSettings()
+        folder = qt.QFileDialog.getExistingDirectory(
+            slicer.util.mainWindow(), "Folder of training cases", settings.value(cases.CASES_FOLDER_SETTING, "")
+        )
+        if not folder:
+            return
+        settings.setValue(cases.CASES_FOLDER_SETTING, folder)
+        name = qt.QInputDialog.getText(
+            slicer.util.mainWindow(), "Save as training case", "Case name:", qt.QLineEdit.Normal,
+            safeName(p.inputVolume.GetName()),
+        )  # fmt: skip
+        if not name:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to save the training case.", waitCursor=True):
+            sidecar = {
+                "source": "ICHSegmentation",
+                "ct_name": p.inputVolume.GetName(),
+                "segmentation_name": p.outputSegmentation.GetName(),
+                "slicer_version": slicer.app.applicationVersion,
+            }
+            paths = self.logic.saveTrainingCase(p.inputVolume, p.outputSegmentation, folder, name, sidecar)
+            self.log(f"Training case saved in {paths['folder']}.")
+            slicer.util.showStatusMessage(f"Training case '{name}' saved.", 5000)
+
+
+def segmentationEvents() -> list:
+    """Events of a segmentation node that change what is measured."""
+    source = getattr(slicer.vtkSegmentation, "SourceRepresentationModified", None)
+    if source is None:  # Slicer < 5.4
+        source = slicer.vtkSegmentation.MasterRepresentationModified
+    return [
+        source,
+        slicer.vtkSegmentation.SegmentAdded,
+        slicer.vtkSegmentation.SegmentRemoved,
+        slicer.vtkSegmentation.SegmentModified,
+    ]
+
+
+def safeName(text: str) -> str:
+    """``text`` reduced to a file/case name: letters, digits, ``._-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "case"
+
+
+class ICHSegmentationLogic(ScriptedLoadableModuleLogic):
+    """Delegates to ``ICHSegmentationLib``; the scene and Segmentations logic can be passed in (tests, scripts)."""
+
+    def __init__(self, scene=None, segmentationsLogic=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._scene = scene
+        self._segmentationsLogic = segmentationsLogic
+
+    @property
+    def scene(self):
+        return self._scene if self._scene is not None else slicer.mrmlScene
+
+    @property
+    def segmentationsLogic(self):
+        if self._segmentationsLogic is None:
+            self._segmentationsLogic = slicer.modules.segmentations.logic()
+        return self._segmentationsLogic
+
+    def getParameterNode(self):
+        return ICHSegmentationParameterNode(super().getParameterNode())
+
+    def importLabelmap(self, labelmap, referenceVolume, segmentationNode=None):
+        """Import a label map (node or file) as segments ICH, PHE, IVH; returns the segmentation node."""
+        return segments.import_labelmap_as_segments(
+            self.scene, self.segmentationsLogic, labelmap, referenceVolume, segmentationNode
+        )
+
+    def computeVolumes(self, segmentationNode, referenceVolume, notes=None):
+        """Volumes of the segments on the CT grid (``ichseg.volumes.Measurements``)."""
+        return measure.segment_volumes(self.scene, self.segmentationsLogic, segmentationNode, referenceVolume, notes)
+
+    def updateVolumesTable(self, measurements, tableNode=None):
+        return measure.volumes_table(self.scene, measurements, tableNode)
+
+    def writeCsv(self, path: str, caseName: str, measurements) -> None:
+        from ichseg.fileutil import write_text_atomic
+
+        write_text_atomic(path, measure.csv_text(caseName, measurements))
+
+    def saveTrainingCase(self, volumeNode, segmentationNode, outDir, caseName: str, sidecar=None) -> dict:
+        from ICHTrainingLib import cases
+
+        return cases.save_training_case(
+            self.scene, self.segmentationsLogic, volumeNode, segmentationNode, outDir, caseName, sidecar
+        )
+
+
+class ICHSegmentationTest(ScriptedLoadableModuleTest):
+    """Self-test in Slicer: a phantom CT and its label, imported and measured."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_PhantomLabelVolumes()
+
+    def test_PhantomLabelVolumes(self) -> None:
+        import SimpleITK as sitk
+
+        from ichseg import labels
+        from ichseg.phantom import generate_case, write_case
+        from ichseg.volumes import measure as measureLabel
+
+        self.delayDisplay("Generating a phantom head CT")
+        case = generate_case(7, matrix=128)
+        with tempfile.TemporaryDirectory() as folder:
+            write_case(case, folder)
+            imagePath = os.path.join(folder, f"{case.name}.nii.gz")
+            labelPath = os.path.join(folder, f"{case.name}_label.nii.gz")
+            volume = slicer.util.loadVolume(imagePath)
+            logic = ICHSegmentationLogic()
+            segmentation = logic.importLabelmap(labelPath, volume)
+            labelImage = sitk.ReadImage(labelPath)
+            expected = measureLabel(sitk.GetArrayFromImage(labelImage), labelImage.GetSpacing())
+
+        ids = [segmentation.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
+        self.assertEqual(ids, [cls.key for cls in labels.CLASSES])
+        table = logic.updateVolumesTable(logic.computeVolumes(segmentation, volume))
+        self.assertEqual(table.GetNumberOfRows(), len(labels.CLASSES))
+        for row, cls in enumerate(labels.CLASSES):
+            self.assertEqual(table.GetCellText(row, 0), cls.name)
+            self.assertAlmostEqual(float(table.GetCellText(row, 1)), expected.classes[cls.key].volume_ml, places=9)
+            self.assertEqual(int(table.GetCellText(row, 2)), expected.classes[cls.key].lesions)
+            self.assertEqual(int(table.GetCellText(row, 3)), expected.classes[cls.key].voxels)
+        self.assertGreater(expected.classes[labels.ICH.key].voxels, 0)
+        self.delayDisplay("Test passed")
