@@ -1,0 +1,209 @@
+"""Model package: save/load round trip, weights_only loading, checksum refusal, card validation."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from ichseg.errors import InputError, OutputError
+from ichseg.model import (
+    CardError,
+    ModelCard,
+    ParentRef,
+    architecture,
+    build_network,
+    bump_version,
+    count_parameters,
+    load_package,
+    save_package,
+    zip_package,
+)
+from ichseg.preprocess import PreprocessConfig
+
+ARCH = architecture(
+    kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+    strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+    filters=[4, 8, 16],
+    deep_supervision=True,
+)
+
+
+def _card(**over) -> ModelCard:
+    kw = dict(
+        id="test-model",
+        version="1.0.0",
+        architecture=ARCH,
+        preprocessing=PreprocessConfig((1.0, 1.0, 2.5)).to_dict(),
+        plan={"patch_size_zyx": [16, 32, 32]},
+        training={"data": {"n_cases": 3}, "loss": "dicece", "steps": 5},
+        inference={"patch_size_zyx": [16, 32, 32], "overlap": 0.5},
+    )
+    kw.update(over)
+    return ModelCard(**kw)
+
+
+def _states(n=1):
+    out = []
+    for i in range(n):
+        torch.manual_seed(i)
+        out.append((None if n == 1 else i, build_network(ARCH).state_dict()))
+    return out
+
+
+def test_network_builds_and_runs():
+    net = build_network(ARCH)
+    assert count_parameters(net) > 0
+    net.eval()
+    with torch.no_grad():
+        y = net(torch.zeros(1, 1, 16, 32, 32))
+    assert y.shape == (1, 4, 16, 32, 32)
+    net.train()
+    y = net(torch.zeros(2, 1, 16, 32, 32))
+    assert y.shape == (2, 2, 4, 16, 32, 32)  # deep supervision heads stacked on dim 1
+
+
+def test_round_trip_single_and_zip(tmp_path):
+    states = _states(1)
+    out = save_package(tmp_path / "pkg", _card(), states)
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "weights.pt"]
+    pkg = load_package(out)
+    assert pkg.card.id == "test-model" and pkg.card.version == "1.0.0"
+    assert pkg.card.weights[0].fold is None and len(pkg.card.weights[0].sha256) == 64
+    for k, v in states[0][1].items():
+        assert torch.equal(pkg.states[0][k], v)
+    net = pkg.build_networks()[0]
+    assert not net.training
+    z = zip_package(out, tmp_path / "pkg.zip")
+    pkg2 = load_package(z)
+    assert pkg2.card.to_dict() == pkg.card.to_dict()
+    assert all(torch.equal(pkg2.states[0][k], v) for k, v in pkg.states[0].items())
+    with pytest.raises(OutputError, match="refusing to overwrite"):
+        save_package(out, _card(), states)
+
+
+def test_kfold_package_is_an_ensemble(tmp_path):
+    out = save_package(tmp_path / "cv", _card(), _states(3))
+    pkg = load_package(out)
+    assert [w.file for w in pkg.card.weights] == ["weights_fold0.pt", "weights_fold1.pt", "weights_fold2.pt"]
+    assert pkg.card.folds == [0, 1, 2]
+    assert len(pkg.build_networks()) == 3
+
+
+def test_weights_only_loading_refuses_pickled_objects(tmp_path, monkeypatch):
+    out = save_package(tmp_path / "pkg", _card(), _states(1))
+    calls = []
+    real = torch.load
+
+    def spy(*a, **k):
+        calls.append(k.get("weights_only"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_package(out)
+    assert calls == [True]
+    monkeypatch.setattr(torch, "load", real)
+
+    # a weights file holding an arbitrary pickled object (code execution risk) is refused
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = out / "weights.pt"
+    torch.save({"x": Evil()}, evil)
+    import hashlib
+
+    card = json.loads((out / "model.json").read_text())
+    card["weights"][0]["sha256"] = hashlib.sha256(evil.read_bytes()).hexdigest()
+    (out / "model.json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="weights.pt cannot be loaded as a state_dict"):
+        load_package(out)
+    assert pickle  # keep import used
+
+
+def test_wrong_checksum_refused_with_file_name(tmp_path):
+    out = save_package(tmp_path / "pkg", _card(), _states(2))
+    f = out / "weights_fold1.pt"
+    data = bytearray(f.read_bytes())
+    data[-10] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(InputError) as e:
+        load_package(out)
+    msg = str(e.value)
+    assert "weights_fold1.pt" in msg and "SHA-256" in msg and "\n" not in msg
+    # the card alone still loads
+    assert load_package(out, load_weights=False).card.id == "test-model"
+
+
+def test_missing_weights_file_and_bad_zip(tmp_path):
+    out = save_package(tmp_path / "pkg", _card(), _states(1))
+    (out / "weights.pt").unlink()
+    with pytest.raises(InputError, match="weights.pt is missing"):
+        load_package(out)
+    bad = tmp_path / "x.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("readme.txt", "no model")
+    with pytest.raises(InputError, match="holds no model.json"):
+        load_package(bad)
+    with pytest.raises(InputError, match="not found"):
+        load_package(tmp_path / "nope")
+
+
+def test_card_round_trip_with_parent():
+    card = _card(parent=ParentRef("base-model", "1.0.0", "a" * 64, "weights.pt"), metrics={"dice": {"ICH": 0.9}})
+    d = json.loads(json.dumps(card.to_dict()))
+    again = ModelCard.from_dict(d)
+    assert again.to_dict() == card.to_dict()
+    assert again.parent.version == "1.0.0"
+    assert [c["key"] for c in again.classes] == ["ICH", "PHE", "IVH"]
+    assert again.classes[0]["terminology"]["type"]["CodeValue"] == "50960005"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"version": "1.2"}, "'version' must be a semantic version like 1.2.0, got '1.2'"),
+        ({"id": "Bad Id"}, "'id' must be lower-case"),
+        ({"created": "yesterday"}, "'created' must be an ISO 8601"),
+        ({"training": {"data": {}, "loss": "dicece", "steps": -1}}, "training.steps must be a non-negative integer"),
+        ({"training": {"loss": "dicece", "steps": 1}}, "training.data"),
+        ({"preprocessing": {"spacing_xyz": [1, 1]}}, "preprocessing: spacing_xyz"),
+        ({"parent": {"id": "x", "version": "1.0.0"}}, "'parent' must be an object with id, version and sha256"),
+        ({"weights": [{"file": "../evil.pt", "sha256": "0" * 64}]}, "must be a plain file name"),
+        ({"weights": [{"file": "w.pt", "sha256": "xyz"}]}, "sha256 must be 64"),
+        ({"schema_version": 99}, "schema_version 99 is not supported"),
+    ],
+)
+def test_card_validation_messages(change, expected):
+    d = _card().to_dict()
+    d.update(change)
+    with pytest.raises(CardError) as e:
+        ModelCard.from_dict(d, source="pkg/model.json")
+    assert expected in str(e.value)
+    assert str(e.value).startswith("model card pkg/model.json: ")
+
+
+def test_card_missing_fields_and_class_mismatch():
+    d = _card().to_dict()
+    del d["plan"], d["architecture"]
+    with pytest.raises(CardError, match="missing field 'architecture'; missing field 'plan'"):
+        ModelCard.from_dict(d)
+    d = _card().to_dict()
+    d["classes"][0]["key"], d["classes"][1]["key"] = "PHE", "ICH"
+    with pytest.raises(CardError, match="value 1 is 'PHE' in the card but 'ICH'"):
+        ModelCard.from_dict(d)
+    d = _card().to_dict()
+    d["architecture"] = dict(d["architecture"], out_channels=3)
+    with pytest.raises(CardError, match="out_channels must be 4"):
+        ModelCard.from_dict(d)
+
+
+def test_bump_version():
+    assert bump_version("1.2.3") == "1.3.0"
+    assert bump_version("1.2.3", "major") == "2.0.0"
+    assert bump_version("1.2.3", "patch") == "1.2.4"
+    with pytest.raises(ValueError):
+        bump_version("v1")

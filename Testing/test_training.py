@@ -1,0 +1,243 @@
+"""Training engine: the loss falls, kill + resume equals an uninterrupted run, fine-tuning, cross-validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ichseg.cli import main as cli_main
+from ichseg.errors import InputError, OutputError
+from ichseg.model import load_package
+from ichseg.train import FinetuneConfig, TrainConfig, run_finetune, run_training
+from ichseg.train.crossval import holdout_split, kfold_splits, merge_fold_packages
+from ichseg.train.loop import cpu_bf16_supported
+from ichseg.train.synthetic import make_blob_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+RUNTIME = ["--threads", "1", "--progress", "json", "--val-cases", "1"]
+TINY = ["--patch", "16,32,32", "--filters", "4,8,16", *RUNTIME]
+
+
+def _tiny(datasets, output, **kw) -> TrainConfig:
+    base = dict(
+        datasets=list(datasets),
+        output=output,
+        patch_size=(16, 32, 32),
+        filters=(4, 8, 16),
+        threads=1,
+        val_cases=1,
+        progress="quiet",
+        optimizer="adamw",
+        lr=3e-3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory) -> Path:
+    return make_blob_dataset(tmp_path_factory.mktemp("blobs") / "Dataset001_Blobs", 6)
+
+
+@pytest.fixture(scope="module")
+def trained(blobs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "model"
+    result = run_training(_tiny([blobs], out, steps=40, val_every=20, checkpoint_every=20, version="1.2.0"))
+    return result
+
+
+def test_loss_falls_and_package_is_complete(trained):
+    losses = trained.results[0].losses
+    assert len(losses) == 40
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+    pkg = load_package(trained.package)
+    card = pkg.card
+    assert card.version == "1.2.0" and card.training["steps"] == 40 and card.training["loss"] == "dicece"
+    assert card.training["data"]["n_used"] == 6 and card.training["data"]["splits"][0]["train"] == 5
+    assert card.preprocessing["spacing_xyz"] == [4.5, 4.5, 4.0]
+    assert card.inference["patch_size_zyx"] == [16, 32, 32]
+    assert set(card.metrics["folds"]["all"]["final_dice"]) == {"ICH", "PHE", "IVH", "mean"}
+    assert [w.file for w in card.weights] == ["weights.pt"]
+    for k, v in pkg.states[0].items():
+        assert torch.equal(v, trained.results[0].state_dict[k])
+
+
+def test_existing_outputs_are_not_clobbered(trained, blobs):
+    with pytest.raises(OutputError, match="exists: use --overwrite"):
+        run_training(_tiny([blobs], trained.package, steps=2))
+
+
+def _cli_train(blobs: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        str(blobs),
+        "-o",
+        str(out),
+        "--steps",
+        "20",
+        "--checkpoint-every",
+        "4",
+        "--val-every",
+        "100",
+        "--log-every",
+        "1",
+        *TINY,
+        *extra,
+    ]
+
+
+def test_kill_and_resume_equals_uninterrupted_run(blobs, tmp_path):
+    full = tmp_path / "full"
+    assert cli_main(_cli_train(blobs, full)) == 0
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ichseg", *_cli_train(blobs, killed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    seen = None
+    try:
+        for line in proc.stdout:
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("stage") == "checkpoint" and event.get("step") == 8:
+                seen = event["step"]
+                proc.send_signal(signal.SIGKILL)  # a real, unclean kill just after a checkpoint
+                break
+    finally:
+        proc.wait(timeout=120)
+    assert seen == 8
+    assert proc.returncode == -signal.SIGKILL
+    assert not killed.exists()
+    ckpt = torch.load(tmp_path / "killed.work" / "fold_all" / "checkpoint.pt", weights_only=True)
+    assert 8 <= ckpt["step"] < 20
+
+    assert cli_main([*_cli_train(blobs, killed), "--resume"]) == 0
+    a, b = load_package(full), load_package(killed)
+    assert a.states[0].keys() == b.states[0].keys()
+    for k in a.states[0]:
+        assert torch.equal(a.states[0][k], b.states[0][k]), k
+    assert a.card.metrics["folds"]["all"]["final_loss"] == b.card.metrics["folds"]["all"]["final_loss"]
+
+
+def test_finetune_records_parent_uses_replay_and_freezes_encoder(trained, blobs, tmp_path):
+    new_cases = make_blob_dataset(tmp_path / "corrected", 3, seed=100, prefix="new")
+    out = tmp_path / "ft"
+    code = cli_main(
+        [
+            "finetune",
+            str(new_cases),
+            "--model",
+            str(trained.package),
+            "-o",
+            str(out),
+            "--replay",
+            str(blobs),
+            "--replay-fraction",
+            "0.5",
+            "--freeze-encoder",
+            "--steps",
+            "8",
+            "--val-every",
+            "4",
+            *RUNTIME,
+        ]
+    )
+    assert code == 0
+    parent, child = load_package(trained.package), load_package(out)
+    card = child.card
+    assert card.id == parent.card.id and card.version == "1.3.0"
+    assert card.parent.id == parent.card.id and card.parent.version == "1.2.0"
+    assert card.parent.sha256 == parent.card.weights[0].sha256
+    ft = card.training["finetune"]
+    assert ft["freeze_encoder"] is True and ft["replay_fraction"] == 0.5
+    assert ft["samples"]["replay"] > 0 and ft["samples"]["new"] > 0
+    assert card.training["lr"] == pytest.approx(parent.card.training["lr"] * 0.1)
+    assert card.preprocessing == parent.card.preprocessing and card.architecture == parent.card.architecture
+    encoder = ("input_block.", "downsamples.", "bottleneck.")
+    changed = []
+    for k, v in parent.states[0].items():
+        if k.startswith(encoder):
+            assert torch.equal(v, child.states[0][k]), f"frozen encoder weight changed: {k}"
+        elif not torch.equal(v, child.states[0][k]):
+            changed.append(k)
+    assert changed, "the decoder did not train"
+
+
+def test_finetune_without_freeze_changes_encoder(trained, tmp_path):
+    new_cases = make_blob_dataset(tmp_path / "corrected", 2, seed=200, prefix="new")
+    cfg = FinetuneConfig(
+        datasets=[new_cases],
+        model=trained.package,
+        output=tmp_path / "ft2",
+        steps=3,
+        version="2.0.0",
+        val_cases=0,
+        threads=1,
+        progress="quiet",
+        replay_fraction=0.3,
+    )
+    res = run_finetune(cfg)
+    child = load_package(res.package)
+    assert child.card.version == "2.0.0" and child.card.training["finetune"]["samples"]["replay"] == 0
+    parent = load_package(trained.package)
+    assert not torch.equal(
+        parent.states[0]["input_block.conv1.conv.weight"], child.states[0]["input_block.conv1.conv.weight"]
+    )
+
+
+def test_crossval_package_has_one_weights_file_per_fold(blobs, tmp_path):
+    res = run_training(_tiny([blobs], tmp_path / "cv", steps=3, folds=2, val_every=3))
+    pkg = load_package(res.package)
+    assert [(w.file, w.fold) for w in pkg.card.weights] == [("weights_fold0.pt", 0), ("weights_fold1.pt", 1)]
+    splits = pkg.card.training["data"]["splits"]
+    assert sorted(splits[0]["validation"] + splits[1]["validation"]) == sorted(f"blob_{i:03d}" for i in range(6))
+    assert len(pkg.build_networks()) == 2
+
+
+def test_single_fold_packages_merge_into_an_ensemble(blobs, tmp_path):
+    parts = []
+    for fold in (1, 0):
+        res = run_training(_tiny([blobs], tmp_path / f"fold{fold}", steps=2, folds=2, fold=fold, val_cases=0))
+        parts.append(res.package)
+        assert [w.file for w in load_package(res.package).card.weights] == [f"weights_fold{fold}.pt"]
+    merged = load_package(merge_fold_packages(parts, tmp_path / "merged"))
+    assert [(w.file, w.fold) for w in merged.card.weights] == [("weights_fold0.pt", 0), ("weights_fold1.pt", 1)]
+    assert torch.equal(
+        merged.states[1]["bottleneck.conv1.conv.weight"],
+        load_package(parts[0]).states[0]["bottleneck.conv1.conv.weight"],
+    )
+    with pytest.raises(InputError, match="distinct cross-validation folds"):
+        merge_fold_packages([parts[0], parts[0]], tmp_path / "bad")
+
+
+def test_splits_are_deterministic_and_disjoint():
+    names = [f"c{i}" for i in range(11)]
+    a, b = kfold_splits(names, 5, seed=3), kfold_splits(list(reversed(names)), 5, seed=3)
+    assert a == b
+    vals = [v for _, val in a for v in val]
+    assert sorted(vals) == sorted(names)
+    for train, val in a:
+        assert not set(train) & set(val)
+    assert kfold_splits(names, 5, seed=4) != a
+    train, val = holdout_split(names, 2, seed=0)
+    assert len(val) == 2 and len(train) == 9 and holdout_split(names, 2, seed=0) == (train, val)
+
+
+@pytest.mark.skipif(not cpu_bf16_supported(), reason="CPU without bf16 support")
+def test_bf16_autocast_on_cpu_trains(blobs, tmp_path):
+    res = run_training(_tiny([blobs], tmp_path / "bf16", steps=3, bf16=True, val_cases=0))
+    assert all(torch.isfinite(torch.tensor(res.results[0].losses)))
+    assert load_package(res.package).card.training["precision"] == "bf16 autocast (CPU)"
