@@ -38,12 +38,15 @@ def _reference_outputs(sample: Path, out: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..model.registry import current_model
     from ..resources import sample_path
+    from .segment import segment_for_demo
 
     sample = sample_path()
     try:
-        from .segment import segment_for_demo  # available once the inference engine exists
-    except ImportError:
-        sys.stdout.write("no segmentation model is installed yet: showing the sample's reference annotation\n")
+        current_model()
+    except InputError as exc:
+        sys.stdout.write(f"{exc}: showing the sample's reference annotation instead\n")
         return _reference_outputs(sample, args.out)
     return segment_for_demo(sample, args.out)

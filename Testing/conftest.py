@@ -1,0 +1,83 @@
+"""Shared fixtures: a simple synthetic head on an arbitrary grid, and a tiny model package."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from ichseg.model import ModelCard, architecture, build_network, save_package
+from ichseg.preprocess import PreprocessConfig
+
+TINY_ARCH = architecture(
+    kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+    strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+    filters=[4, 8, 16],
+    deep_supervision=False,
+)
+
+
+def tilt_direction(deg: float) -> tuple[float, ...]:
+    t = math.radians(deg)
+    return (1.0, 0.0, 0.0, 0.0, -math.cos(t), math.sin(t), 0.0, math.sin(t), math.cos(t))
+
+
+def simple_head(
+    size=(96, 96, 24),
+    spacing=(2.4, 2.4, 5.0),
+    direction=None,
+    origin=(-110.0, 95.0, -60.0),
+    blob_index=None,
+    blob_radius_mm=12.0,
+    blob_hu=80.0,
+    seed=0,
+    radii_mm=(85.0, 100.0, 75.0),
+) -> sitk.Image:
+    """An ellipsoidal head (skull 1000 HU, brain 35 HU, noise) in air, optionally with a bright blob.
+
+    ``blob_index`` is a continuous (x, y, z) voxel index of the blob centre.
+    """
+    nx, ny, nz = size
+    z, y, x = np.indices((nz, ny, nx), dtype=np.float32)
+    sx, sy, sz = spacing
+    cx, cy, cz = (nx - 1) / 2, (ny - 1) / 2, (nz - 1) / 2
+    rx, ry, rz = radii_mm
+    r = np.sqrt(((x - cx) * sx / rx) ** 2 + ((y - cy) * sy / ry) ** 2 + ((z - cz) * sz / rz) ** 2)
+    arr = np.full(r.shape, -1000.0, np.float32)
+    arr[r < 1.0] = 1000.0
+    arr[r < 0.93] = 35.0
+    if blob_index is not None:
+        bx, by, bz = blob_index
+        d = np.sqrt(((x - bx) * sx) ** 2 + ((y - by) * sy) ** 2 + ((z - bz) * sz) ** 2)
+        arr[d <= blob_radius_mm] = blob_hu
+    arr += np.random.default_rng(seed).normal(0, 3, arr.shape).astype(np.float32)
+    img = sitk.GetImageFromArray(arr.astype(np.int16))
+    img.SetSpacing(spacing)
+    img.SetOrigin(origin)
+    if direction is not None:
+        img.SetDirection(direction)
+    return img
+
+
+def make_tiny_package(out: Path, spacing=(2.0, 2.0, 4.0), seed: int = 0) -> Path:
+    """A model package with a tiny random-weight network (for pipeline tests)."""
+    card = ModelCard(
+        id="tiny-test",
+        version="0.0.1",
+        architecture=TINY_ARCH,
+        preprocessing=PreprocessConfig(spacing).to_dict(),
+        plan={"patch_size_zyx": [16, 32, 32]},
+        training={"data": {"n_cases": 0}, "loss": "dicece", "steps": 0},
+        inference={"patch_size_zyx": [16, 32, 32], "overlap": 0.25},
+    )
+    torch.manual_seed(seed)
+    return save_package(out, card, [(None, build_network(TINY_ARCH).state_dict())])
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory) -> Path:
+    return make_tiny_package(tmp_path_factory.mktemp("models") / "tiny-test-0.0.1")

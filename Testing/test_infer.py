@@ -1,0 +1,119 @@
+"""Inference pipeline: geometry both ways, a lesion found where it is, TTA, device selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import simple_head, tilt_direction
+
+from ichseg.errors import InputError
+from ichseg.infer import Segmenter, choose_window, select_device
+from ichseg.model import load_package
+from ichseg.preprocess import DEFAULT_WINDOW
+
+
+class ThresholdNet(torch.nn.Module):
+    """Calls voxels between 60 and 95 HU ICH: an exactly known 'model' for geometry tests."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = DEFAULT_WINDOW
+        t0, t1 = (60.0 - lo) / (hi - lo), (95.0 - lo) / (hi - lo)
+        s = 40.0 * torch.minimum(x - t0, t1 - x)
+        off = torch.full_like(x, -50.0)
+        return torch.cat([-s, s, off, off], dim=1)
+
+
+def _blob_truth(img: sitk.Image) -> np.ndarray:
+    """The blob: 60-200 HU voxels away from the skull (whose partial-volume rim also crosses 60 HU)."""
+    a = sitk.GetArrayFromImage(img)
+    skull = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.Cast(img > 300, sitk.sitkUInt8), [3, 3, 1])) > 0
+    return (a > 60) & (a < 200) & ~skull
+
+
+def _near_blob(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    zs, ys, xs = np.nonzero(truth)
+    box = np.zeros_like(pred)
+    z0, y0, x0 = max(zs.min() - 2, 0), max(ys.min() - 4, 0), max(xs.min() - 4, 0)
+    box[z0 : zs.max() + 3, y0 : ys.max() + 5, x0 : xs.max() + 5] = 1
+    return pred & box
+
+
+def _segmenter(package_path, **kw) -> Segmenter:
+    seg = Segmenter(load_package(package_path), device="cpu", **kw)
+    seg.networks = [ThresholdNet()]
+    return seg
+
+
+def _physical_centroid(img: sitk.Image, mask: np.ndarray) -> np.ndarray:
+    zs, ys, xs = np.nonzero(mask)
+    idx = [float(xs.mean()), float(ys.mean()), float(zs.mean())]
+    return np.array(img.TransformContinuousIndexToPhysicalPoint(idx))
+
+
+@pytest.mark.parametrize(
+    "direction,spacing",
+    [(None, (2.4, 2.4, 5.0)), (tilt_direction(20.0), (2.3, 2.5, 5.0)), (tilt_direction(-12.0), (2.4, 2.4, 2.0))],
+)
+def test_lesion_found_where_it_is_and_geometry_kept(tiny_package, direction, spacing):
+    size = (96, 96, 24 if spacing[2] == 5.0 else 60)
+    blob = (60.0, 40.0, size[2] * 0.55)
+    img = simple_head(size=size, spacing=spacing, direction=direction, blob_index=blob)
+    result = _segmenter(tiny_package).segment(img)
+    out = result.label
+    assert out.GetSize() == img.GetSize()
+    assert out.GetSpacing() == img.GetSpacing()
+    assert out.GetOrigin() == img.GetOrigin()
+    assert out.GetDirection() == img.GetDirection()
+    assert out.GetPixelID() == sitk.sitkUInt8
+    truth = _blob_truth(img)
+    pred = _near_blob(sitk.GetArrayFromImage(out) == 1, truth)
+    dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
+    assert dice > 0.8
+    c_pred = _physical_centroid(img, pred)
+    c_true = np.array(img.TransformContinuousIndexToPhysicalPoint(blob))
+    assert np.linalg.norm(c_pred - c_true) < 2.0  # mm
+    assert set(result.timings_s) >= {"check", "preprocess", "predict", "resample_back", "postprocess"}
+
+
+def test_flipped_axes_input(tiny_package):
+    """An input stored with flipped/permuted axes (e.g. RAS NIfTI) comes back on its own grid."""
+    img = simple_head(blob_index=(30.0, 60.0, 12.0))
+    flipped = sitk.Flip(img, [True, False, True])
+    result = _segmenter(tiny_package).segment(flipped)
+    assert result.label.GetDirection() == flipped.GetDirection()
+    truth = _blob_truth(flipped)
+    pred = _near_blob(sitk.GetArrayFromImage(result.label) == 1, truth)
+    assert 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) > 0.8
+
+
+def test_accurate_mode_runs_mirrored_passes(tiny_package):
+    img = simple_head(blob_index=(50.0, 50.0, 12.0))
+    fast = _segmenter(tiny_package, quality="fast").segment(img).label
+    accurate = _segmenter(tiny_package, quality="accurate").segment(img).label
+    # a symmetric threshold model gives (nearly) the same answer with mirroring
+    a, b = sitk.GetArrayFromImage(fast), sitk.GetArrayFromImage(accurate)
+    assert (a == b).mean() > 0.999
+
+
+def test_random_network_runs_end_to_end(tiny_package):
+    img = simple_head(blob_index=(50.0, 50.0, 12.0))
+    seg = Segmenter(load_package(tiny_package), device="cpu")
+    result = seg.segment(img)
+    assert result.label.GetSize() == img.GetSize()
+    assert sitk.GetArrayViewFromImage(result.label).max() <= 3
+
+
+def test_window_choice():
+    assert choose_window((30, 100, 90), (16, 32, 32), (2, 4, 4), 10**7) == (30, 100, 92)
+    assert choose_window((30, 100, 90), (16, 32, 32), (2, 4, 4), 1000) == (16, 32, 32)
+    assert choose_window((8, 20, 20), (16, 32, 32), (2, 4, 4), 10**7) == (16, 32, 32)
+
+
+def test_device_selection():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA"):
+            select_device("cuda")

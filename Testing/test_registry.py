@@ -1,0 +1,82 @@
+"""Model registry: shipped + user models, current version, rollback, ``ichseg models``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import make_tiny_package
+
+from ichseg.cli import main
+from ichseg.errors import InputError
+from ichseg.model.registry import current_model, list_models, resolve_model, set_current, version_key
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    res = tmp_path / "Resources"
+    shipped = res / "Models"
+    make_tiny_package(shipped / "tiny-test-0.0.1")
+    (shipped / "registry.json").write_text(
+        json.dumps({"default": "tiny-test@0.0.1", "models": [{"path": "tiny-test-0.0.1"}]})
+    )
+    user = tmp_path / "user_models"
+    monkeypatch.setenv("ICHSEG_RESOURCES", str(res))
+    monkeypatch.setenv("ICHSEG_MODELS_DIR", str(user))
+    return shipped, user
+
+
+def _user_version(user, version: str):
+    path = make_tiny_package(user / f"tiny-test-{version}", seed=1)
+    card = json.loads((path / "model.json").read_text())
+    card["version"] = version
+    (path / "model.json").write_text(json.dumps(card))
+    return path
+
+
+def test_shipped_default_is_current(env):
+    assert current_model().ref == "tiny-test@0.0.1"
+    assert [e.ref for e in list_models()] == ["tiny-test@0.0.1"]
+
+
+def test_user_versions_use_and_rollback(env, capsys):
+    _, user = env
+    _user_version(user, "0.1.0")
+    _user_version(user, "0.2.0")
+    assert resolve_model("tiny-test").version == "0.2.0"  # newest of an id
+    set_current("tiny-test@0.2.0")
+    assert current_model().version == "0.2.0"
+    assert main(["models", "rollback", "0.1.0"]) == 0
+    assert current_model().version == "0.1.0"
+    assert "rolled back to tiny-test@0.1.0" in capsys.readouterr().out
+    assert main(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["version"] for r in rows] == ["0.0.1", "0.1.0", "0.2.0"]
+    assert [r["current"] for r in rows] == [False, True, False]
+
+
+def test_unknown_model_and_bad_path(env, tmp_path):
+    with pytest.raises(InputError, match="unknown model"):
+        resolve_model("nope@9.9.9")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="not a model package"):
+        resolve_model(str(tmp_path / "empty"))
+
+
+def test_no_models_installed(tmp_path, monkeypatch):
+    monkeypatch.setenv("ICHSEG_RESOURCES", str(tmp_path / "none"))
+    monkeypatch.setenv("ICHSEG_MODELS_DIR", str(tmp_path / "none2"))
+    with pytest.raises(InputError, match="no model installed"):
+        current_model()
+
+
+def test_path_resolution(env):
+    shipped, _ = env
+    copy = shipped.parent / "elsewhere"
+    shutil.copytree(shipped / "tiny-test-0.0.1", copy)
+    assert resolve_model(str(copy)).source == "path"
+
+
+def test_version_key():
+    assert version_key("1.10.0") > version_key("1.9.3")

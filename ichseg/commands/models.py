@@ -1,0 +1,69 @@
+"""``ichseg models``: list installed models, show a model card, choose or roll back the current one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "models"
+HELP = "list models and their versions; show, use or roll back a version"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", default="list", choices=("list", "show", "use", "rollback"))
+    p.add_argument("model", nargs="?", help="path, id@version, version or id (for show/use/rollback)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _summary(entry, current_ref: str | None) -> dict:
+    card = entry.card
+    dice = (card.metrics or {}).get("test", {}).get("dice_mean") or (card.metrics or {}).get("dice_mean")
+    return {
+        "ref": entry.ref,
+        "id": entry.id,
+        "version": entry.version,
+        "source": entry.source,
+        "current": entry.ref == current_ref,
+        "created": card.created,
+        "parent": card.parent.to_dict() if card.parent else None,
+        "spacing_mm": card.preprocessing.get("spacing_xyz"),
+        "loss": card.training.get("loss"),
+        "steps": card.training.get("steps"),
+        "dice": dice,
+        "path": str(entry.path),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..model.registry import current_model, list_models, resolve_model, set_current
+
+    try:
+        current_ref = current_model().ref
+    except InputError:
+        current_ref = None
+    if args.action == "list":
+        rows = [_summary(e, current_ref) for e in list_models()]
+        if args.json:
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+            return 0
+        if not rows:
+            sys.stdout.write("no models installed\n")
+            return 0
+        for r in rows:
+            mark = "*" if r["current"] else " "
+            parent = f" parent {r['parent']['id']}@{r['parent']['version']}" if r["parent"] else ""
+            sys.stdout.write(f"{mark} {r['ref']:<40} {r['source']:<8} {r['created'][:10]}{parent}\n")
+        sys.stdout.write("(* = current)\n")
+        return 0
+    if not args.model:
+        raise InputError(f"`ichseg models {args.action}` needs a model (path, id@version or version)")
+    if args.action == "show":
+        entry = resolve_model(args.model)
+        sys.stdout.write(json.dumps(entry.card.to_dict(), indent=2) + "\n")
+        return 0
+    entry = set_current(args.model)
+    verb = "rolled back to" if args.action == "rollback" else "current model is now"
+    sys.stdout.write(f"{verb} {entry.ref}\n")
+    return 0
