@@ -221,6 +221,24 @@ def test_saved_case_reads_with_core_reader(case, tmp_path):
     assert result.unknown == []
 
 
+def test_saved_cases_feed_the_training_loader(case, tmp_path):
+    """What "Save as training case" writes is what ichseg train/finetune read, mapped by name."""
+    from ichseg.io import read_seg_nrrd
+    from ichseg.train.dataset import discover
+
+    scene, logic, ct, node, label = case
+    expected = edit_like_a_user(logic, ct, node, label)
+    paths = cases.save_training_case(scene, logic, ct, node, tmp_path, "case-a", {"model": "test@1.0.0"})
+    found = discover(tmp_path)
+    assert [c.name for c in found.cases] == ["case-a"] and not found.skipped
+    ref = found.cases[0]
+    assert (ref.image, ref.label, ref.sidecar) == (paths["ct"], paths["segmentation"], paths["sidecar"])
+    assert ref.label_format == "seg.nrrd"
+    import SimpleITK as sitk
+
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_seg_nrrd(ref.label).label), expected)
+
+
 def test_refuses_to_overwrite(case, tmp_path):
     scene, logic, ct, node, _ = case
     paths = cases.save_training_case(scene, logic, ct, node, tmp_path, "c1", {"n": 1})

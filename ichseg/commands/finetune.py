@@ -18,7 +18,11 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("datasets", nargs="+", type=Path, metavar="CASES_DIR", help="folder(s) of new training cases")
-    p.add_argument("--model", type=Path, required=True, help="parent model package (folder or .zip)")
+    p.add_argument(
+        "--model",
+        default="current",
+        help="parent model: package folder/.zip, id@version, version, or 'current' (default)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="new model package folder")
     p.add_argument("--replay", type=Path, nargs="+", default=[], metavar="DATASET", help="original training data")
     p.add_argument("--replay-fraction", type=float, default=0.3, help="share of samples from the replay data")
@@ -29,11 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    from ..model.registry import resolve_model
     from ..train.config import FinetuneConfig
 
     kw = common_kwargs(args)
     kw.update(
-        model=args.model,
+        model=resolve_model(args.model).path,
         replay=list(args.replay),
         replay_fraction=args.replay_fraction,
         freeze_encoder=args.freeze_encoder,

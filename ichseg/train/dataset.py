@@ -223,8 +223,24 @@ def discover_nnunet(root: Path) -> Discovery:
     return out
 
 
+#: File names of one case folder written by the Slicer module's "Save as training case".
+CASE_FOLDER_CT = ("ct.nrrd", "ct.nii.gz", "ct.mha")
+CASE_FOLDER_SEGMENTATION = "segmentation.seg.nrrd"
+CASE_FOLDER_SIDECAR = "case.json"
+
+
+def _case_folder(folder: Path) -> CaseRef | None:
+    """A case saved by the Slicer module: ``<case>/ct.nrrd``, ``segmentation.seg.nrrd``, ``case.json``."""
+    seg = folder / CASE_FOLDER_SEGMENTATION
+    ct = next((folder / n for n in CASE_FOLDER_CT if (folder / n).is_file()), None)
+    if ct is None or not seg.is_file():
+        return None
+    sidecar = folder / CASE_FOLDER_SIDECAR
+    return CaseRef(folder.name, ct, seg, "seg.nrrd", folder.parent.name, sidecar if sidecar.is_file() else None)
+
+
 def discover_slicer(root: Path) -> Discovery:
-    """Cases of a folder of CT files paired by stem with ``.seg.nrrd`` (or ``_label``) files."""
+    """Cases of a folder: CT files paired by stem with ``.seg.nrrd`` (or ``_label``) files, and case folders."""
     out = Discovery(formats=["slicer"])
     images: dict[str, Path] = {}
     segs: dict[str, Path] = {}
@@ -249,6 +265,11 @@ def discover_slicer(root: Path) -> Discovery:
                 labelmaps[base] = p
             else:
                 images[s] = p
+    for name, folder in list(folders.items()):
+        case = _case_folder(folder)
+        if case is not None:  # <case>/ct.nrrd + segmentation.seg.nrrd + case.json (Slicer's "Save as training case")
+            out.cases.append(case)
+            del folders[name]
     for name, folder in folders.items():  # a DICOM folder is a CT when a segmentation names it
         if name in segs and name not in images:
             images[name] = folder
