@@ -7,9 +7,10 @@ class probabilities resampled back to the input grid one channel at a time with 
 arg-max (uint8; never per-class float64 volumes at full resolution) → post-processing.
 
 Speed on a CPU comes from the fixed working grid (a 1 mm or 0.6 mm scan costs about what a
-5 mm one does), the head crop, and using one large window instead of many overlapping
-patch-sized ones when the cropped head fits the memory budget (the network is fully
-convolutional; the window only has to be a multiple of its total stride).
+5 mm one does) and the head crop.  Windows are the trained patch size: the network uses instance
+normalisation, whose statistics over a whole-head window differ from those of the training patches
+(measured: a whole-head window turned most of the brain into "ICH"), so the tempting single large
+window is only used for a model whose card sets ``inference.max_window_voxels``.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ ProgressFn = Callable[[str, float, str], None]
 
 #: What each quality mode does.  "fast" is the default of the command line and of Slicer.
 QUALITY_SETTINGS: dict[str, dict[str, Any]] = {
-    "fast": {"mirror_axes": (), "overlap": 0.25, "max_window_voxels": 8_000_000},
-    "accurate": {"mirror_axes": (2, 1), "overlap": 0.5, "max_window_voxels": 8_000_000},
+    "fast": {"mirror_axes": (), "overlap": 0.25},
+    "accurate": {"mirror_axes": (2, 1), "overlap": 0.5},
 }
 
 
@@ -134,6 +135,8 @@ class Segmenter:
 
             raise InputError(f"model {self.card.label}: its card has no patch size")
         self.patch_zyx = tuple(int(v) for v in patch)
+        # 0: windows of the trained patch size (see the module docstring)
+        self.settings["max_window_voxels"] = int(self.card.inference.get("max_window_voxels", 0))
         self.divisor = _divisor(self.card.architecture)
 
     # ------------------------------------------------------------------ prediction
