@@ -14,7 +14,8 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from ICHSegmentationLib import measure, segments
+from ICHSegmentationLib import job, measure, models, segments
+from ICHSegmentationLib.process import BackgroundProcess, ichseg_environment
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -30,6 +31,8 @@ QUALITIES = ("fast", "accurate")
 LAST_FOLDER_SETTING = "ICHSegmentation/LastFolder"
 #: Delay between the last segment edit and the volumes update.
 VOLUMES_UPDATE_DELAY_MS = 750
+#: How often the GUI takes the background process's output.
+PROCESS_POLL_MS = 100
 
 
 class ICHSegmentation(ScriptedLoadableModule):
@@ -60,6 +63,7 @@ class ICHSegmentationParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
     volumesTable: vtkMRMLTableNode
+    model: str = ""  # model reference (id@version); empty: the current model
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     quality: Annotated[str, Choice(list(QUALITIES))] = "fast"
 
@@ -76,6 +80,9 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._observedSegmentation = None
         self._volumesTimer = None
         self._volumesOutdated = False
+        self._processTimer = None
+        self._process = None
+        self._job = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -90,15 +97,17 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._volumesTimer.setInterval(VOLUMES_UPDATE_DELAY_MS)
         self._volumesTimer.connect("timeout()", self.onAutoUpdateVolumes)
 
-        # Running a model (model list, Segment, progress) comes with the background process runner.
-        self.ui.modelSelector.enabled = False
-        self.ui.modelSelector.toolTip = "No segmentation runner is installed in this version."
-        self.ui.segmentButton.enabled = False
-        self.ui.segmentButton.toolTip = "Automatic segmentation is not available in this version; import a labelmap."
+        self._processTimer = qt.QTimer()
+        self._processTimer.setInterval(PROCESS_POLL_MS)
+        self._processTimer.connect("timeout()", self.onProcessTimer)
         self.ui.progressBar.hide()
+        self.refreshModels()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self.ui.modelSelector.connect("currentIndexChanged(int)", self.onModelSelected)
+        self.ui.show3DCheckBox.connect("toggled(bool)", self.onShow3D)
         self.ui.importLabelmapButton.connect("clicked(bool)", self.onImportLabelmap)
         self.ui.updateVolumesButton.connect("clicked(bool)", self.onUpdateVolumes)
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
@@ -107,6 +116,11 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        if self._process is not None:  # closing Slicer or reloading the module must not leave a worker behind
+            self._process.cancel()
+            self.onProcessTimer()
+        if self._processTimer is not None:
+            self._processTimer.stop()
         if self._volumesTimer is not None:
             self._volumesTimer.stop()
         self.removeObservers()
@@ -123,6 +137,9 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._process is not None:
+            self._process.cancel()
+            self.onProcessTimer()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -151,7 +168,10 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         volume = p.inputVolume if p else None
         segmentation = p.outputSegmentation if p else None
-        self.ui.importLabelmapButton.enabled = volume is not None
+        running = self._process is not None
+        self.ui.segmentButton.enabled = running or (volume is not None and self.ui.modelSelector.count > 0)
+        self.ui.importLabelmapButton.enabled = volume is not None and not running
+        self.ui.show3DCheckBox.enabled = segmentation is not None
         for button in (self.ui.updateVolumesButton, self.ui.exportCsvButton, self.ui.saveTrainingCaseButton):
             button.enabled = volume is not None and segmentation is not None
         self.ui.volumesTableView.setMRMLTableNode(p.volumesTable if p else None)
@@ -179,6 +199,101 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateVolumes()
         except Exception as exc:  # an edit in progress must not raise dialogs; report in the log
             self.log(f"Volumes not updated: {exc}")
+
+    # ------------------------------------------------------------------ models
+    def refreshModels(self) -> None:
+        """Fill the model selector from the registry (shipped and fine-tuned versions)."""
+        choices = models.model_choices()
+        selected = self._parameterNode.model if self._parameterNode else ""
+        self.ui.modelSelector.blockSignals(True)
+        self.ui.modelSelector.clear()
+        for choice in choices:
+            self.ui.modelSelector.addItem(choice.label, choice.ref)
+            self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, choice.summary, qt.Qt.ToolTipRole)
+        refs = [c.ref for c in choices]
+        current = next((i for i, c in enumerate(choices) if c.current), 0)
+        self.ui.modelSelector.setCurrentIndex(refs.index(selected) if selected in refs else current)
+        self.ui.modelSelector.blockSignals(False)
+        if not choices:
+            self.ui.modelSelector.toolTip = "No model is installed; reinstall the extension or train one (ICHTraining)."
+        self.onModelSelected()
+
+    def onModelSelected(self, index=None) -> None:
+        i = self.ui.modelSelector.currentIndex
+        if i >= 0:
+            self.ui.modelSelector.toolTip = self.ui.modelSelector.itemData(i, qt.Qt.ToolTipRole) or ""
+            if self._parameterNode:
+                self._parameterNode.model = self.ui.modelSelector.itemData(i)
+
+    # ------------------------------------------------------------------ segmentation in a background process
+    def onSegmentButton(self) -> None:
+        if self._process is not None:
+            self.log("Cancelling...")
+            self._process.cancel()
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+            self._job, self._process = self.logic.startSegmentation(
+                p.inputVolume,
+                model=p.model or "current",
+                device=p.device,
+                quality=p.quality,
+                onProgress=self.onProgress,
+                onLog=self.log,
+                onFinished=self.onFinished,
+            )
+            model = p.model or "the current model"
+            self.log(f"Segmenting '{p.inputVolume.GetName()}' with {model} ({p.device}, {p.quality}).")
+            self.ui.segmentButton.text = "Cancel"
+            self.ui.progressBar.setValue(0)
+            self.ui.progressBar.show()
+            self._processTimer.start()
+            self.onParameterNodeModified()
+
+    def onProcessTimer(self) -> None:
+        if self._process is not None:
+            self._process.poll()  # calls onProgress / log / onFinished
+
+    def onProgress(self, record: dict) -> None:
+        if record.get("fraction") is not None:
+            self.ui.progressBar.setValue(int(round(100 * float(record["fraction"]))))
+        if record.get("message"):
+            self.ui.progressBar.setFormat(f"%p%  {record.get('stage', '')}: {record['message']}"[:120])
+            logging.debug(record["message"])
+
+    def onFinished(self, outcome) -> None:
+        self._processTimer.stop()
+        segmentationJob, self._job, self._process = self._job, None, None
+        self.ui.segmentButton.text = "Segment"
+        self.ui.progressBar.hide()
+        p = self._parameterNode
+        try:
+            if outcome.cancelled:
+                self.log("Cancelled; nothing was added to the scene.")
+            elif not outcome.ok:
+                self.log(outcome.error_message())
+                slicer.util.errorDisplay("Segmentation failed.", detailedText=outcome.error_message())
+            elif p is None or p.inputVolume is None:
+                self.log("The input volume was removed during the run; the result was discarded.")
+            else:
+                with slicer.util.tryWithErrorDisplay("Failed to load the result.", waitCursor=True):
+                    p.outputSegmentation = self.logic.finishSegmentation(
+                        segmentationJob, p.inputVolume, p.outputSegmentation
+                    )
+                    for warning in segmentationJob.warnings:
+                        self.log(f"Warning: {warning}")
+                    self.log(f"Done in {outcome.seconds:.1f} s.")
+                    slicer.util.setSliceViewerLayers(background=p.inputVolume, fit=True)
+                    self.onShow3D(self.ui.show3DCheckBox.checked)
+                    self.updateVolumes()
+        finally:
+            segmentationJob.cleanup()
+            self.onParameterNodeModified()
+
+    def onShow3D(self, show: bool) -> None:
+        p = self._parameterNode
+        if p and p.outputSegmentation:
+            self.logic.showIn3D(p.outputSegmentation, bool(show))
 
     def log(self, message: str) -> None:
         logging.info(message)
@@ -303,6 +418,39 @@ class ICHSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def getParameterNode(self):
         return ICHSegmentationParameterNode(super().getParameterNode())
+
+    def startSegmentation(
+        self, volumeNode, model="current", device="auto", quality="fast", onProgress=None, onLog=None, onFinished=None
+    ):
+        """Write the CT and start ``ichseg segment`` in a background process; returns (job, process).
+
+        The caller polls ``process.poll()`` (a QTimer in the widget) or calls ``process.wait()``
+        (no GUI), then calls :meth:`finishSegmentation` on success and ``job.cleanup()`` always.
+        """
+        segmentationJob = job.prepare_segmentation(volumeNode, model=model, device=device, quality=quality)
+        try:
+            process = BackgroundProcess(
+                segmentationJob.args,
+                on_progress=onProgress,
+                on_log=onLog,
+                on_finished=onFinished,
+                env=ichseg_environment(),
+            ).start()
+        except BaseException:
+            segmentationJob.cleanup()
+            raise
+        return segmentationJob, process
+
+    def finishSegmentation(self, segmentationJob, volumeNode, segmentationNode=None):
+        """Import a finished run's result as segments ICH/PHE/IVH; returns the segmentation node."""
+        return job.import_result(self.scene, self.segmentationsLogic, segmentationJob, volumeNode, segmentationNode)
+
+    def showIn3D(self, segmentationNode, show: bool = True) -> None:
+        """Closed-surface (3D) display of the segments on or off."""
+        if show:
+            segmentationNode.CreateClosedSurfaceRepresentation()
+        else:
+            segmentationNode.RemoveClosedSurfaceRepresentation()
 
     def importLabelmap(self, labelmap, referenceVolume, segmentationNode=None):
         """Import a label map (node or file) as segments ICH, PHE, IVH; returns the segmentation node."""

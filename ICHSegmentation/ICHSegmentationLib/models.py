@@ -1,0 +1,74 @@
+"""The model selector's entries: shipped and fine-tuned model versions with a card summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ichseg.errors import IchsegError
+from ichseg.model.registry import ModelEntry, current_model, list_models
+
+__all__ = ["ModelChoice", "card_summary", "model_choices"]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One selector entry: ``ref`` is what ``ichseg segment --model`` takes."""
+
+    ref: str
+    label: str
+    summary: str
+    current: bool
+
+
+def _dice_text(metrics: dict) -> str:
+    """Held-out test Dice (``metrics.test``, see benchmarks/ship_model.py), else the validation Dice."""
+    test = metrics.get("test")
+    if isinstance(test, dict) and isinstance(test.get("classes"), dict):
+        parts = [
+            f"{key} {c['dice_pos_mean']:.2f}"
+            for key, c in test["classes"].items()
+            if isinstance(c, dict) and c.get("dice_pos_mean") is not None
+        ]
+        if parts:
+            return f"Test Dice ({test.get('n_cases', '?')} cases): " + ", ".join(parts)
+    folds = metrics.get("folds")
+    if isinstance(folds, dict):
+        for fold in folds.values():
+            dice = fold.get("final_dice") if isinstance(fold, dict) else None
+            if isinstance(dice, dict):
+                parts = [f"{k} {float(v):.2f}" for k, v in dice.items() if k in ("ICH", "PHE", "IVH") and v is not None]
+                if parts:
+                    return "Validation Dice: " + ", ".join(parts)
+    return "Dice: not recorded"
+
+
+def card_summary(entry: ModelEntry) -> str:
+    """A few lines for the tooltip: name, version, source, training, metrics, parent."""
+    card = entry.card
+    training = card.training or {}
+    lines = [
+        f"{card.name or card.id} {card.version} ({entry.source})",
+        f"Created {card.created[:10]}; trained {training.get('steps', '?')} steps, loss {training.get('loss', '?')}",
+        _dice_text(card.metrics or {}),
+    ]
+    if card.parent is not None:
+        lines.append(f"Fine-tuned from {card.parent.id}@{card.parent.version}")
+    lines.append(card.intended_use)
+    return "\n".join(lines)
+
+
+def model_choices() -> list[ModelChoice]:
+    """Installed models, newest first; the current one marked.  Empty when none is installed."""
+    try:
+        current_ref = current_model().ref
+    except IchsegError:
+        current_ref = None
+    choices = []
+    for entry in reversed(list_models()):
+        label = f"{entry.card.name or entry.id} {entry.version}"
+        if entry.source == "user":
+            label += " (fine-tuned)"
+        if entry.ref == current_ref:
+            label += " [current]"
+        choices.append(ModelChoice(entry.ref, label, card_summary(entry), entry.ref == current_ref))
+    return choices

@@ -1,0 +1,36 @@
+"""The ICHSegmentation model selector's entries come from the registry (no Slicer needed)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "ICHSegmentation") not in sys.path:
+    sys.path.insert(0, str(ROOT / "ICHSegmentation"))
+
+from conftest import make_tiny_package  # noqa: E402
+from ICHSegmentationLib.models import model_choices  # noqa: E402
+
+from ichseg.model import registry  # noqa: E402
+
+
+def test_user_versions_listed_newest_first_with_current_marked(tmp_path, monkeypatch):
+    models_dir = tmp_path / "models"
+    monkeypatch.setenv("ICHSEG_MODELS_DIR", str(models_dir))
+    monkeypatch.setattr(registry, "shipped_models_dir", lambda: tmp_path / "no-shipped-models")
+    assert model_choices() == []  # nothing installed: an empty selector, no exception
+
+    first = make_tiny_package(models_dir / "tiny-test-0.0.1")
+    second = models_dir / "tiny-test-0.0.2"
+    shutil.copytree(first, second)
+    text = (second / "model.json").read_text().replace('"version": "0.0.1"', '"version": "0.0.2"')
+    (second / "model.json").write_text(text)
+    registry.set_current("tiny-test@0.0.1")
+
+    choices = model_choices()
+    assert [c.ref for c in choices] == ["tiny-test@0.0.2", "tiny-test@0.0.1"]
+    assert [c.current for c in choices] == [False, True]
+    assert "[current]" in choices[1].label and "(fine-tuned)" in choices[0].label
+    assert "0.0.1" in choices[1].summary and "Research use only" in choices[1].summary
