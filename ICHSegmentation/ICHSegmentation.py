@@ -14,7 +14,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
-from ICHSegmentationLib import job, measure, models, segments
+from ICHSegmentationLib import job, measure, segments
 from ICHSegmentationLib.process import BackgroundProcess, ichseg_environment
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
@@ -54,6 +54,38 @@ class ICHSegmentation(ScriptedLoadableModule):
         self.parent.acknowledgementText = (
             "Built on 3D Slicer, PyTorch and MONAI. Label scheme and terminology follow DICOM/SNOMED-CT codes."
         )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The bundled synthetic head CT in the Sample Data module (with its SHA-256)."""
+    import SampleData
+    from ICHSegmentationLib import sampledata
+
+    icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "ICHSegmentation.png")
+    sampledata.register_sample_data(SampleData.SampleDataLogic, thumbnail=icon)
+
+
+def ensureDependencies() -> None:
+    """Install missing Python packages (torch through PyTorchUtils); ask first when there is a main window."""
+    from ICHSegmentationLib import dependencies
+
+    interactive = slicer.util.mainWindow() is not None
+
+    def installTorch(requirement: str) -> bool:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return False
+        logic = PyTorchUtils.PyTorchUtilsLogic()
+        return logic.installTorch(askConfirmation=interactive, torchVersionRequirement=requirement) is not None
+
+    def confirm(message: str) -> bool:
+        return slicer.util.confirmOkCancelDisplay(message) if interactive else True
+
+    installed = dependencies.ensure_dependencies(slicer.util.pip_install, installTorch, confirm)
+    if installed:
+        logging.info("Installed: " + ", ".join(installed))
 
 
 @parameterNodeWrapper
@@ -203,7 +235,15 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ models
     def refreshModels(self) -> None:
         """Fill the model selector from the registry (shipped and fine-tuned versions)."""
-        choices = models.model_choices()
+        try:
+            from ICHSegmentationLib import models
+
+            choices = models.model_choices()
+        except ImportError as exc:  # first run: torch/monai not installed yet (installed on Segment)
+            self.ui.modelSelector.clear()
+            self.ui.modelSelector.addItem("current model (packages not installed yet)", "current")
+            self.ui.modelSelector.toolTip = f"Python packages are installed when you click Segment ({exc.name})."
+            return
         selected = self._parameterNode.model if self._parameterNode else ""
         self.ui.modelSelector.blockSignals(True)
         self.ui.modelSelector.clear()
@@ -233,6 +273,8 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Failed to start the segmentation.", waitCursor=True):
+            ensureDependencies()
+            self.refreshModels()
             self._job, self._process = self.logic.startSegmentation(
                 p.inputVolume,
                 model=p.model or "current",

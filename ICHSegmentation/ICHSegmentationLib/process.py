@@ -26,8 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 __all__ = [
     "BackgroundProcess",
     "ProcessOutcome",
@@ -253,6 +251,8 @@ def _is_error_line(line: str) -> bool:
 
 def kill_tree(pid: int, timeout: float = 1.0) -> None:
     """Terminate ``pid`` and its descendants; kill whatever is still alive after ``timeout`` s."""
+    import psutil  # a first-run dependency in Slicer: imported when needed, not when the module loads
+
     try:
         root = psutil.Process(pid)
     except psutil.NoSuchProcess:

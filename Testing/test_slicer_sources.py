@@ -34,3 +34,23 @@ def test_user_versions_listed_newest_first_with_current_marked(tmp_path, monkeyp
     assert [c.current for c in choices] == [False, True]
     assert "[current]" in choices[1].label and "(fine-tuned)" in choices[0].label
     assert "0.0.1" in choices[1].summary and "Research use only" in choices[1].summary
+
+
+def test_bundled_sample_is_registered_with_its_checksum():
+    from ICHSegmentationLib import sampledata
+
+    from ichseg.fileutil import sha256_file
+
+    calls = []
+
+    class FakeSampleDataLogic:  # records what Slicer's SampleDataLogic would receive
+        @staticmethod
+        def registerCustomSampleDataSource(**kwargs):
+            calls.append(kwargs)
+
+    assert sampledata.register_sample_data(FakeSampleDataLogic) == ["ICH-sample"]
+    (call,) = calls
+    assert call["category"] == sampledata.CATEGORY and call["loadFileTypes"] == ["VolumeFile"]
+    path = Path(call["uris"][0].removeprefix("file://"))
+    assert path.is_file() and path.name == call["fileNames"][0]
+    assert call["checksums"] == [f"SHA256:{sha256_file(path)}"]
