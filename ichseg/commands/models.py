@@ -7,11 +7,11 @@ import json
 import sys
 
 NAME = "models"
-HELP = "list models and their versions; show, use or roll back a version"
+HELP = "list models and their versions; show, use or roll back a version; history of `ichseg improve` runs"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", default="list", choices=("list", "show", "use", "rollback"))
+    p.add_argument("action", nargs="?", default="list", choices=("list", "show", "use", "rollback", "history"))
     p.add_argument("model", nargs="?", help="path, id@version, version or id (for show/use/rollback)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -31,8 +31,28 @@ def _summary(entry, current_ref: str | None) -> dict:
         "loss": card.training.get("loss"),
         "steps": card.training.get("steps"),
         "dice": dice,
+        "holdout_dice": ((card.metrics or {}).get("holdout") or {}).get("dice_mean"),
+        "training_cases": len(((card.training or {}).get("improve") or {}).get("training_cases") or []) or None,
         "path": str(entry.path),
     }
+
+
+def _history(as_json: bool) -> int:
+    """The runs of ``ichseg improve``: promoted and refused candidates with their reasons."""
+    from ..improve.versions import read_history
+
+    rows = read_history()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    if not rows:
+        sys.stdout.write("no `ichseg improve` runs yet\n")
+        return 0
+    for r in rows:
+        why = f": {'; '.join(r['reasons'])}" if r.get("reasons") else (f": {r['error']}" if r.get("error") else "")
+        target = r.get("candidate") or "-"
+        sys.stdout.write(f"{r.get('run_id', '?')}  {r.get('parent')} -> {target}  {r.get('decision')}{why}\n")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         current_ref = current_model().ref
     except InputError:
         current_ref = None
+    if args.action == "history":
+        return _history(args.json)
     if args.action == "list":
         rows = [_summary(e, current_ref) for e in list_models()]
         if args.json:

@@ -1,0 +1,618 @@
+"""``improve(ImproveConfig) -> ImproveResult``: the correction loop, end to end.
+
+1. Resolve the current (or given) model and verify its weights.
+2. Scan the cases folder (and any held-out folders): check each case, hash it, detect duplicates,
+   quarantine what cannot be used, split off held-out cases (:mod:`ichseg.improve.cases`).
+3. Stage the training cases and a subset of the original training data for replay
+   (:mod:`ichseg.improve.staging`) and fine-tune the model (:func:`ichseg.train.finetune.run_finetune`).
+4. Segment the held-out cases with the current and the candidate model and compare them class by
+   class (:mod:`ichseg.improve.gate`).
+5. Record parent, training cases (by hash), replay data, held-out evaluation and decision in the
+   candidate's model card; promote it (install into the user model folder and make it current) or
+   keep it as rejected in the run folder, with the reasons (:mod:`ichseg.improve.versions`).
+
+Progress is reported as JSON lines (``ichseg.progress``) with one overall ``fraction``; the
+fine-tuning's own events are relayed with ``phase: "finetune"`` and ``stage_fraction``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import InputError, OutputError
+from ..fileutil import write_json_atomic
+from ..model.card import ModelCard
+from ..model.package import MODEL_JSON, ModelPackage, load_package
+from ..model.registry import ModelEntry, resolve_model, set_current
+from ..progress import Progress, parse_progress_line
+from .cases import CaseRecord, CaseSelection, scan_folder, select_cases, write_quarantine
+from .gate import GATE_METRICS, Decision, decide, evaluate_models
+from .staging import stage_refs, stage_replay
+from .versions import (
+    RunLock,
+    append_history,
+    improve_dir,
+    install_package,
+    next_version,
+    version_taken,
+)
+
+__all__ = ["ImproveConfig", "ImproveResult", "improve", "auto_replay"]
+
+DEFAULT_HOLDOUT_FRACTION = 0.2
+
+# overall progress fractions of the phases
+_SCAN = (0.0, 0.10)
+_CACHE = (0.10, 0.18)
+_TRAIN = (0.18, 0.80)
+_EVAL = (0.80, 0.98)
+
+
+@dataclass
+class ImproveConfig:
+    """Settings of one run of the correction loop (see :func:`improve`)."""
+
+    cases_dir: Path
+    model: str = "current"  # package path, id@version, version, id or "current"
+    replay: list[Path] | None = None  # None: the parent's recorded training data that still exists; []: none
+    replay_fraction: float = 0.3  # share of the training samples drawn from the replay data
+    replay_cases: int | None = 50  # at most this many cases of each replay dataset (None: all)
+    holdout_fraction: float | None = None  # of the cases folder; default 0.2 without holdout_dirs, else 0
+    holdout_dirs: list[Path] = field(default_factory=list)
+    tolerance: float = 0.02  # no class may lose more than this (in the gate metric)
+    metric: str = "dice_empty1"  # or "dice_pos"
+    # fine-tuning
+    steps: int = 300
+    batch_size: int = 2
+    lr: float | None = None  # default: the parent's lr x lr_factor
+    lr_factor: float = 0.1
+    freeze_encoder: bool = False
+    class_ratios: tuple[float, float, float, float] | None = None
+    augment: bool = True
+    loss: str | None = None  # default: the parent's
+    # runtime
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    bf16: bool = False
+    quality: str = "fast"  # inference quality of the held-out evaluation
+    cache_workers: int = 1
+    run_dir: Path | None = None  # default: <user models>/.improve/runs/<run id>
+    work_dir: Path | None = None  # default: <user models>/.improve/work
+    version: str | None = None  # default: the parent's next free minor version
+    description: str = ""
+    dry_run: bool = False  # scan and report only
+    progress: str = "json"
+    quarantine_copy_limit_mb: float = 2048.0
+    min_train_cases: int = 1
+
+    @property
+    def resolved_holdout_fraction(self) -> float:
+        if self.holdout_fraction is not None:
+            return float(self.holdout_fraction)
+        return 0.0 if self.holdout_dirs else DEFAULT_HOLDOUT_FRACTION
+
+    def validate(self) -> None:
+        root = Path(self.cases_dir)
+        if not root.is_dir():
+            raise InputError(f"cases folder not found: {root}")
+        if not 0.0 <= self.resolved_holdout_fraction < 1.0:
+            raise InputError(f"the held-out fraction must be in [0, 1), got {self.resolved_holdout_fraction}")
+        for d in self.holdout_dirs:
+            if not Path(d).is_dir():
+                raise InputError(f"held-out folder not found: {d}")
+            if _same(d, root):
+                raise InputError(f"the held-out folder is the cases folder itself: {d} (use a fraction instead)")
+        for d in self.replay or []:
+            if not Path(d).is_dir():
+                raise InputError(f"replay dataset not found: {d}")
+            if any(_same(d, h) for h in self.holdout_dirs):
+                raise InputError(f"{d} is both replay (training) data and a held-out folder")
+        if not math.isfinite(self.tolerance):
+            raise InputError(f"--tolerance must be a number, got {self.tolerance}")
+        if self.metric not in GATE_METRICS:
+            raise InputError(f"--metric must be one of {', '.join(GATE_METRICS)}, got {self.metric!r}")
+        if self.steps < 1:
+            raise InputError(f"--steps must be at least 1, got {self.steps}")
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise InputError(f"--replay-fraction must be in [0, 1), got {self.replay_fraction}")
+        if self.replay_cases is not None and self.replay_cases < 1:
+            raise InputError(f"--replay-cases must be at least 1, got {self.replay_cases}")
+        if self.quality not in ("fast", "accurate"):
+            raise InputError(f"--quality must be fast or accurate, got {self.quality!r}")
+        if self.min_train_cases < 1:
+            raise InputError("min_train_cases must be at least 1")
+
+
+@dataclass
+class ImproveResult:
+    """What a run did: the decision and where everything is."""
+
+    decision: str  # "promoted", "rejected" or "scanned" (dry run)
+    parent: str  # id@version of the model that was improved
+    current: str  # id@version of the current model after the run
+    run_dir: Path
+    report: Path
+    quarantine: Path
+    candidate: str | None = None  # id@version of the new package
+    candidate_path: Path | None = None  # installed package (promoted) or the rejected one in the run folder
+    reasons: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # current / candidate summaries, comparison
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision == "promoted"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "promoted": self.promoted,
+            "parent": self.parent,
+            "candidate": self.candidate,
+            "candidate_path": str(self.candidate_path) if self.candidate_path else None,
+            "current": self.current,
+            "reasons": self.reasons,
+            "counts": self.counts,
+            "run_dir": str(self.run_dir),
+            "report": str(self.report),
+            "quarantine": str(self.quarantine),
+            "evaluation": self.evaluation,
+            "timings_s": self.timings_s,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def auto_replay(card: ModelCard, exclude: list[Path]) -> list[Path]:
+    """The training data a model's card records (its own, its fine-tuning replay) that still exists."""
+    t = card.training or {}
+    candidates: list[str] = []
+    candidates += list((t.get("data") or {}).get("datasets") or [])
+    candidates += list((t.get("finetune") or {}).get("replay_datasets") or [])
+    candidates += list(((t.get("improve") or {}).get("replay") or {}).get("datasets") or [])
+    out: list[Path] = []
+    for c in candidates:
+        p = Path(str(c))
+        if p.is_dir() and not any(_same(p, e) for e in exclude) and not any(_same(p, o) for o in out):
+            out.append(p)
+    return out
+
+
+class _Relay(io.TextIOBase):
+    """A stdout stand-in that re-emits the fine-tuning's JSON progress lines on the loop's overall scale."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.buffer_text = ""
+        self.last = _CACHE[0]  # the overall fraction never goes back (new and replay cases are cached in turn)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.buffer_text += text
+        while "\n" in self.buffer_text:
+            line, self.buffer_text = self.buffer_text.split("\n", 1)
+            self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        event = parse_progress_line(line)
+        if event is None:
+            if line.strip():
+                self.progress.info(line.strip())
+            return
+        stage = str(event.pop("stage"))
+        fraction = event.pop("fraction", None)
+        message = str(event.pop("message", ""))
+        span = _CACHE if stage == "cache" else _TRAIN if stage in ("train", "validate") else None
+        overall = None
+        if fraction is not None and span is not None:
+            overall = span[0] + (span[1] - span[0]) * float(fraction)
+        if stage == "done":
+            stage, overall = "finetuned", _TRAIN[1]
+        if overall is not None:
+            overall = self.last = max(self.last, overall)
+        self.progress.emit(stage, overall, message, phase="finetune", stage_fraction=fraction, **event)
+
+
+def _span_reporter(progress: Progress, stage: str, span: tuple[float, float], verb: str):
+    def report(i: int, n: int, name: Any) -> None:
+        name = getattr(name, "name", name)
+        progress.emit(stage, span[0] + (span[1] - span[0]) * i / max(n, 1), f"{verb} {i}/{n}: {name}", case=name)
+
+    return report
+
+
+def _holdout_cases(selection: CaseSelection) -> list[tuple[str, Any]]:
+    records = selection.holdout
+    names = [r.name for r in records]
+    out = []
+    for r in records:
+        label = r.name if names.count(r.name) == 1 else f"{Path(r.source).name}/{r.name}"
+        out.append((label, selection.ref(r)))
+    return out
+
+
+def _scan_report(selection: CaseSelection) -> dict[str, Any]:
+    return {
+        "cases_dir": str(selection.cases.root),
+        "format": selection.cases.format,
+        "holdout_dirs": [str(s.root) for s in selection.holdouts],
+        "holdout_fraction": selection.fraction,
+        "counts": selection.counts(),
+        "messages": selection.cases.messages,
+        "cases": [r.to_dict() for r in selection.records()],
+    }
+
+
+def _problem_summary(selection: CaseSelection) -> str:
+    bad = [r for r in selection.cases.records if r.status != "train"]
+    if not bad:
+        return "the folder holds no cases"
+    parts = [f"{r.name}: {r.status}" + (f" ({r.reason})" if r.reason else "") for r in bad[:3]]
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _record_in_card(
+    package_dir: Path, training_update: dict[str, Any], improve_info: dict[str, Any], holdout_eval: dict[str, Any]
+) -> ModelCard:
+    """Add the loop's provenance and evaluation to the card (the weights and their SHA-256 are untouched)."""
+    path = package_dir / MODEL_JSON
+    data = json.loads(path.read_text(encoding="utf-8"))
+    training = data["training"]
+    training["improve"] = improve_info
+    for key, value in training_update.items():
+        section = training.setdefault(key, {})
+        if isinstance(section, dict):
+            section.update(value)
+    data.setdefault("metrics", {})["holdout"] = holdout_eval
+    card = ModelCard.from_dict(data, source=str(path))
+    write_json_atomic(path, data)
+    return card
+
+
+def _compact(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary without its per-case rows (for progress events and the result)."""
+    return {k: v for k, v in summary.items() if k != "cases"}
+
+
+def _decision_message(decision: Decision, parent: str, candidate: str, current: Any, new: Any) -> str:
+    metric_field = GATE_METRICS[decision.metric]
+    parts = []
+    for key in decision.classes:
+        a = current["classes"][key][metric_field]
+        b = new["classes"][key][metric_field]
+        parts.append(f"{key} {a:.3f}->{b:.3f}" if a is not None and b is not None else f"{key} n/a")
+    table = ", ".join(parts)
+    if decision.promote:
+        return f"promoted {candidate} (now current; parent {parent}): {decision.metric} {table}"
+    return f"refused {candidate}: {'; '.join(decision.reasons)}; {parent} stays current ({table})"
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def improve(config: ImproveConfig) -> ImproveResult:
+    """Run the correction loop (see the module docstring); raises InputError/OutputError for bad input."""
+    cfg = config
+    cfg.validate()
+    progress = Progress(cfg.progress)  # type: ignore[arg-type]
+    t_start = time.perf_counter()
+    parent_entry = resolve_model(cfg.model)
+    parent = load_package(parent_entry.path)  # verifies the weights' SHA-256
+    parent_ref = parent_entry.ref
+    progress.emit("model", 0.0, f"model to improve: {parent_ref}", model=parent_ref, path=str(parent_entry.path))
+    root = improve_dir()
+    with RunLock(root / "lock"):
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else root / "runs" / run_id
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise OutputError(f"run folder {run_dir} exists and is not empty")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return _run(cfg, progress, parent_entry, parent, run_id, run_dir, t_start)
+        except BaseException as exc:
+            report = {
+                "run_id": run_id,
+                "decision": "failed",
+                "error": f"{type(exc).__name__}: {exc}",
+                "parent": parent_ref,
+                "cases_dir": str(cfg.cases_dir),
+            }
+            with contextlib.suppress(OSError):
+                if not (run_dir / "improve.json").exists():
+                    write_json_atomic(run_dir / "improve.json", report)
+                append_history({"time": stamp, **report, "run_dir": str(run_dir)})
+            raise
+
+
+def _run(
+    cfg: ImproveConfig,
+    progress: Progress,
+    parent_entry: ModelEntry,
+    parent: ModelPackage,
+    run_id: str,
+    run_dir: Path,
+    t_start: float,
+) -> ImproveResult:
+    timings: dict[str, float] = {}
+    parent_ref = parent_entry.ref
+    pc = parent.card
+
+    # ---------------------------------------------------------------- scan
+    t = time.perf_counter()
+    n_dirs = 1 + len(cfg.holdout_dirs)
+    scans = []
+    for i, folder in enumerate([Path(cfg.cases_dir), *cfg.holdout_dirs]):
+        lo = _SCAN[0] + (_SCAN[1] - _SCAN[0]) * i / n_dirs
+        hi = _SCAN[0] + (_SCAN[1] - _SCAN[0]) * (i + 1) / n_dirs
+        what = "checked case" if i == 0 else "checked held-out case"
+        scans.append(scan_folder(folder, report=_span_reporter(progress, "scan", (lo, hi), what)))
+    selection = select_cases(scans[0], scans[1:], cfg.resolved_holdout_fraction)
+    write_json_atomic(run_dir / "cases.json", _scan_report(selection))
+    quarantine_path, entries = write_quarantine(
+        selection, run_dir, copy_limit_bytes=int(cfg.quarantine_copy_limit_mb * 2**20)
+    )
+    for e in entries:
+        progress.emit(
+            e["status"], None, f"{e['case']}: {e['reason']}", case=e["case"], path=e["path"], reason=e["reason"]
+        )
+    train, holdout = selection.train, selection.holdout
+    counts = selection.counts()
+    timings["scan_s"] = round(time.perf_counter() - t, 2)
+    progress.emit(
+        "scan",
+        _SCAN[1],
+        f"{len(train)} training case(s), {len(holdout)} held-out, {counts.get('quarantined', 0)} quarantined, "
+        f"{counts.get('duplicate', 0)} duplicate(s)",
+        counts=counts,
+        quarantine=str(quarantine_path),
+    )
+    if len(train) < cfg.min_train_cases:
+        raise InputError(
+            f"not enough usable training cases in {cfg.cases_dir}: {len(train)} (need {cfg.min_train_cases}); "
+            f"{_problem_summary(selection)} (see {quarantine_path})"
+        )
+    if not holdout:
+        raise InputError(
+            "no held-out cases to compare the models on: give --holdout FRACTION (of the cases folder) "
+            "or --holdout DIR (a folder of cases)"
+        )
+    common = dict(parent=parent_ref, run_dir=run_dir, quarantine=quarantine_path, counts=counts)
+    if cfg.dry_run:
+        report = {"run_id": run_id, "decision": "scanned", "parent": parent_ref, "scan": _scan_report(selection)}
+        report_path = write_json_atomic(run_dir / "improve.json", report)
+        timings["total_s"] = round(time.perf_counter() - t_start, 2)
+        progress.done("scanned (dry run): nothing trained", report=str(report_path), counts=counts)
+        return ImproveResult("scanned", current=parent_ref, report=report_path, timings_s=timings, **common)
+
+    # ---------------------------------------------------------------- fine-tune
+    from ..train.config import FinetuneConfig
+    from ..train.finetune import run_finetune
+
+    t = time.perf_counter()
+    if cfg.version:
+        if version_taken(pc.id, cfg.version):
+            raise OutputError(f"version {cfg.version} of {pc.id} is already used; choose another --version")
+        version = cfg.version
+    else:
+        version = next_version(pc.id, pc.version)
+    candidate_ref = f"{pc.id}@{version}"
+    work = Path(cfg.work_dir) if cfg.work_dir else improve_dir() / "work"
+    staged = stage_refs(
+        [selection.ref(r) for r in train], selection.cases.root, run_dir / "train_cases",
+        extra_files=selection.cases.extra_files,
+    )  # fmt: skip
+    exclude = [Path(cfg.cases_dir), *cfg.holdout_dirs]
+    replay_sources = auto_replay(pc, exclude) if cfg.replay is None else [Path(p) for p in cfg.replay]
+    if cfg.replay is None:
+        if replay_sources:
+            progress.info(f"replay of the model's original training data: {', '.join(map(str, replay_sources))}")
+        else:
+            progress.info("the model's original training data was not found: fine-tuning without replay (--replay)")
+    replay_dirs, replay_counts = (
+        stage_replay(replay_sources, work / "replay_cases", max_cases=cfg.replay_cases, seed=cfg.seed)
+        if replay_sources
+        else ([], {})
+    )
+    for stale in ("new", "fold_all"):
+        shutil.rmtree(work / stale, ignore_errors=True)
+    ft_kwargs: dict[str, Any] = dict(
+        datasets=[staged],
+        model=Path(parent_entry.path),
+        output=run_dir / "candidate",
+        work_dir=work,
+        replay=replay_dirs,
+        replay_fraction=cfg.replay_fraction if replay_dirs else 0.0,
+        freeze_encoder=cfg.freeze_encoder,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_factor=cfg.lr_factor,
+        augment=cfg.augment,
+        loss=cfg.loss,
+        val_cases=0,  # the held-out cases judge the candidate; all corrected cases train
+        keep="last",
+        seed=cfg.seed,
+        device=cfg.device,
+        threads=cfg.threads,
+        bf16=cfg.bf16,
+        cache_workers=cfg.cache_workers,
+        overwrite=True,
+        version=version,
+        description=cfg.description
+        or f"{parent_ref} improved by `ichseg improve` on {len(train)} corrected case(s) from {cfg.cases_dir}",
+    )
+    if cfg.class_ratios is not None:
+        ft_kwargs["class_ratios"] = tuple(cfg.class_ratios)
+    relay = cfg.progress == "json"
+    ft_kwargs["progress"] = "json" if relay else cfg.progress
+    progress.emit("finetune", _CACHE[0], f"fine-tuning {parent_ref} -> {candidate_ref} for {cfg.steps} steps")
+    ft_cfg = FinetuneConfig(**ft_kwargs)
+    with contextlib.redirect_stdout(_Relay(progress)) if relay else contextlib.nullcontext():
+        ft = run_finetune(ft_cfg)
+    candidate_dir = Path(ft.package or run_dir / "candidate")
+    shutil.rmtree(staged, ignore_errors=True)
+    for stale in ("new", "fold_all"):
+        shutil.rmtree(work / stale, ignore_errors=True)
+    timings["finetune_s"] = round(time.perf_counter() - t, 2)
+    timings["training_s"] = round(sum(r.seconds for r in ft.results), 2)
+
+    # ---------------------------------------------------------------- evaluate and decide
+    candidate = load_package(candidate_dir)
+    cases = _holdout_cases(selection)
+    progress.emit("evaluate", _EVAL[0], f"segmenting {len(cases)} held-out case(s) with {parent_ref} and the candidate")
+    summaries, eval_s = evaluate_models(
+        {"current": parent, "candidate": candidate},
+        cases,
+        device=cfg.device,
+        threads=cfg.threads,
+        quality=cfg.quality,
+        bf16=cfg.bf16,
+        report=_span_reporter(progress, "evaluate", _EVAL, "evaluated held-out case"),
+    )
+    timings["evaluate_s"] = round(eval_s, 2)
+    decision = decide(summaries["current"], summaries["candidate"], cfg.tolerance, cfg.metric)
+    outcome = "promoted" if decision.promote else "rejected"
+
+    # ---------------------------------------------------------------- record
+    by_status: dict[str, list[CaseRecord]] = {}
+    for r in selection.records():
+        by_status.setdefault(r.status, []).append(r)
+    improve_info = {
+        "run_id": run_id,
+        "ichseg_version": __version__,
+        "cases_dir": str(Path(cfg.cases_dir).resolve()),
+        "parent": {"ref": parent_ref, "weights_sha256": [w.sha256 for w in pc.weights]},
+        "training_cases": [r.provenance() for r in train],
+        "replay": {
+            "datasets": [str(p) for p in replay_sources],
+            "cases_per_dataset": replay_counts,
+            "fraction": cfg.replay_fraction if replay_dirs else 0.0,
+        },
+        "holdout": {
+            "fraction": selection.fraction,
+            "dirs": [str(Path(d).resolve()) for d in cfg.holdout_dirs],
+            "cases": [{**r.provenance(), "source": r.source} for r in holdout],
+        },
+        "left_out": [
+            {"case": r.name, "status": r.status, "reason": r.reason, "ct_sha256": r.ct_sha256}
+            for s in ("duplicate", "overlap", "quarantined", "excluded")
+            for r in by_status.get(s, [])
+        ],
+        "gate": {"metric": cfg.metric, "tolerance": cfg.tolerance},
+        "decision": outcome,
+        "reasons": decision.reasons,
+        "timings_s": timings,
+    }
+    holdout_eval = {
+        "description": f"held-out cases of `ichseg improve` run {run_id}, compared with {parent_ref}",
+        "metric": cfg.metric,
+        "tolerance": cfg.tolerance,
+        "n_cases": len(cases),
+        "dice_mean": summaries["candidate"]["dice_mean"],
+        "candidate": summaries["candidate"],
+        "current": {"model": parent_ref, **summaries["current"]},
+        "comparison": decision.classes,
+        "decision": outcome,
+        "reasons": decision.reasons,
+    }
+    training_update = {
+        "data": {"datasets": [str(Path(cfg.cases_dir).resolve())], "n_used": len(train)},
+        "finetune": {"replay_datasets": [str(p) for p in replay_sources]},
+    }
+    _record_in_card(candidate_dir, training_update, improve_info, holdout_eval)
+    if decision.promote:
+        final_path = install_package(candidate_dir, pc.id, version)
+        current = set_current(candidate_ref).ref
+    else:
+        final_path = candidate_dir
+        current = parent_ref
+        with contextlib.suppress(InputError):  # the parent was given by path: the current model is unchanged
+            current = resolve_model("current").ref
+    timings["total_s"] = round(time.perf_counter() - t_start, 2)
+    evaluation = {
+        "metric": cfg.metric,
+        "tolerance": cfg.tolerance,
+        "current": _compact(summaries["current"]),
+        "candidate": _compact(summaries["candidate"]),
+        "comparison": decision.classes,
+    }
+    report = {
+        "run_id": run_id,
+        "decision": outcome,
+        "reasons": decision.reasons,
+        "parent": parent_ref,
+        "candidate": candidate_ref,
+        "candidate_path": str(final_path),
+        "current": current,
+        "counts": counts,
+        "timings_s": timings,
+        "finetune": {"steps": cfg.steps, "replay": improve_info["replay"], "freeze_encoder": cfg.freeze_encoder},
+        "evaluation": {**evaluation, "current": summaries["current"], "candidate": summaries["candidate"]},
+        "quarantine": str(quarantine_path),
+    }
+    report_path = write_json_atomic(run_dir / "improve.json", report)
+    append_history(
+        {
+            "time": run_id.split("-")[0],
+            "run_id": run_id,
+            "run_dir": str(run_dir),
+            "parent": parent_ref,
+            "candidate": candidate_ref,
+            "decision": outcome,
+            "reasons": decision.reasons,
+            "path": str(final_path),
+            "n_train": len(train),
+            "n_holdout": len(cases),
+        }
+    )
+    message = _decision_message(decision, parent_ref, candidate_ref, summaries["current"], summaries["candidate"])
+    progress.done(
+        message,
+        decision=outcome,
+        promoted=decision.promote,
+        candidate=candidate_ref,
+        current=current,
+        reasons=decision.reasons,
+        comparison=decision.classes,
+        report=str(report_path),
+        quarantine=str(quarantine_path),
+        timings_s=timings,
+    )
+    return ImproveResult(
+        outcome,
+        current=current,
+        report=report_path,
+        candidate=candidate_ref,
+        candidate_path=final_path,
+        reasons=decision.reasons,
+        evaluation=evaluation,
+        timings_s=timings,
+        **common,
+    )
