@@ -133,8 +133,9 @@ class RunLock:
                 if holder is None and self._age_s() < 10:  # being written by a process that just took it
                     holder = -1
                 if holder is not None and (holder == -1 or psutil.pid_exists(holder)) and holder != os.getpid():
+                    who = f"process {holder}" if holder > 0 else "just started"
                     raise OutputError(
-                        f"another `ichseg improve` (process {holder}) is running on {self.path.parent.parent}; "
+                        f"another `ichseg improve` ({who}) is running on {self.path.parent.parent}; "
                         f"wait for it to finish (or delete {self.path} if it is gone)"
                     ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
