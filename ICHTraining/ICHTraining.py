@@ -1,8 +1,11 @@
-"""ICH Training: the training cases corrected in Slicer (and, later, fine-tuning a model on them).
+"""ICH Training: the training cases corrected in Slicer, and fine-tuning the model on them.
 
-Thin and headless-capable: :class:`ICHTrainingLogic` needs no main window, e.g.
-``Slicer --no-main-window --python-code "import ICHTraining; ICHTraining.ICHTrainingLogic().listTrainingCases(...)"``.
-The work is done by ``ICHTrainingLib`` (scene-in functions, testable with slicer-core).
+Thin and headless-capable: :class:`ICHTrainingLogic` needs no main window.  The correction
+loop (``ichseg improve``: fine-tune, compare with the current model on held-out cases,
+promote or refuse) runs in a background process; Stop kills it, Resume continues from the
+last checkpoint.  Without a window:
+``Slicer --no-main-window --python-script <ICHTraining>/Resources/Scripts/ICHTrainingImprove.py CASES_DIR``.
+The work is done by ``ICHTrainingLib`` and the ``ichseg`` package.
 """
 
 import os
@@ -11,7 +14,8 @@ import tempfile
 import ctk
 import qt
 import slicer
-from ICHTrainingLib import cases
+from ICHSegmentationLib.process import BackgroundProcess, ichseg_environment
+from ICHTrainingLib import cases, runs
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -69,11 +73,118 @@ class ICHTrainingWidget(ScriptedLoadableModuleWidget):
         form.addRow(self.refreshButton)
         self.summaryLabel = qt.QLabel()
         form.addRow(self.summaryLabel)
+
+        trainButton = ctk.ctkCollapsibleButton()
+        trainButton.text = "Improve the model with these cases"
+        self.layout.addWidget(trainButton)
+        trainForm = qt.QFormLayout(trainButton)
+        self.stepsSpinBox = qt.QSpinBox()
+        self.stepsSpinBox.setRange(10, 100000)
+        self.stepsSpinBox.value = 300
+        self.stepsSpinBox.toolTip = "Fine-tuning steps (about 1 s each on a laptop CPU, much less on a GPU)."
+        trainForm.addRow("Steps:", self.stepsSpinBox)
+        self.deviceComboBox = qt.QComboBox()
+        self.deviceComboBox.addItems(["auto", "cpu", "cuda"])
+        trainForm.addRow("Device:", self.deviceComboBox)
+        self.startButton = qt.QPushButton("Start")
+        self.startButton.toolTip = (
+            "Fine-tune the current model on the cases, evaluate it against the current model on held-out cases "
+            "and make it current only if no class gets worse."
+        )
+        self.resumeButton = qt.QPushButton("Resume")
+        self.resumeButton.toolTip = "Continue a stopped run from its last checkpoint."
+        buttons = qt.QHBoxLayout()
+        buttons.addWidget(self.startButton)
+        buttons.addWidget(self.resumeButton)
+        trainForm.addRow(buttons)
+        self.progressBar = qt.QProgressBar()
+        self.progressBar.hide()
+        trainForm.addRow(self.progressBar)
+        self.statusLabel = qt.QLabel()
+        self.statusLabel.wordWrap = True
+        trainForm.addRow(self.statusLabel)
+        self.logEdit = qt.QPlainTextEdit()
+        self.logEdit.readOnly = True
+        self.logEdit.maximumBlockCount = 2000
+        trainForm.addRow(self.logEdit)
         self.layout.addStretch(1)
+
+        self.process = None
+        self.runState = None
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(200)
+        self.pollTimer.connect("timeout()", self.onPoll)
+        self.startButton.connect("clicked(bool)", lambda: self.onStart(resume=False))
+        self.resumeButton.connect("clicked(bool)", lambda: self.onStart(resume=True))
 
         self.casesFolderEdit.connect("currentPathChanged(QString)", self.onCasesFolderChanged)
         self.refreshButton.connect("clicked(bool)", self.refreshCases)
         self.refreshCases()
+
+    def cleanup(self) -> None:
+        if self.process is not None:
+            self.process.cancel()
+            self.onPoll()
+        self.pollTimer.stop()
+
+    def request(self):
+        return runs.ImproveRequest(
+            cases_dir=self.casesFolderEdit.currentPath,
+            steps=self.stepsSpinBox.value,
+            device=self.deviceComboBox.currentText,
+        )
+
+    def onStart(self, resume: bool) -> None:
+        if self.process is not None:  # the Start button is "Stop" while running
+            self.log("Stopping; the last checkpoint is kept for Resume.")
+            self.process.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to start the training.", waitCursor=True):
+            from ICHSegmentation import ensureDependencies
+
+            ensureDependencies()
+            self.runState = runs.RunState()
+            self.process = self.logic.startImprove(
+                self.request(), resume=resume, onProgress=self.onProgress, onLog=self.log, onFinished=self.onFinished
+            )
+            self.startButton.text = "Stop"
+            self.resumeButton.enabled = False
+            self.progressBar.setValue(0)
+            self.progressBar.show()
+            self.pollTimer.start()
+
+    def onPoll(self) -> None:
+        if self.process is not None:
+            self.process.poll()
+
+    def onProgress(self, record: dict) -> None:
+        self.runState.update(record)
+        self.progressBar.setValue(int(round(100 * self.runState.fraction)))
+        self.statusLabel.text = self.runState.status_text()
+        if record.get("stage") in ("info", "done", "model") or record.get("step") is None:
+            self.log(str(record.get("message", "")))
+
+    def onFinished(self, outcome) -> None:
+        self.pollTimer.stop()
+        self.process = None
+        self.startButton.text = "Start"
+        self.progressBar.hide()
+        request = self.request()
+        self.resumeButton.enabled = outcome.cancelled and request.can_resume()
+        if outcome.cancelled:
+            resumable = " Resume continues from the last checkpoint." if request.can_resume() else ""
+            self.statusLabel.text = "Stopped." + resumable
+        elif not outcome.ok:
+            self.statusLabel.text = "Failed: " + outcome.error_message().splitlines()[0]
+            self.log(outcome.error_message())
+        else:
+            self.statusLabel.text = self.runState.status_text()
+            if self.runState.promoted:
+                slicer.util.showStatusMessage("New model version is current; ICH Segmentation lists it.", 5000)
+
+    def log(self, message: str) -> None:
+        if message:
+            self.logEdit.appendPlainText(message)
 
     def enter(self) -> None:
         saved = qt.QSettings().value(cases.CASES_FOLDER_SETTING, "")
@@ -132,6 +243,20 @@ class ICHTrainingLogic(ScriptedLoadableModuleLogic):
 
     def listTrainingCases(self, folder) -> list:
         return cases.list_training_cases(folder)
+
+    def startImprove(self, request, resume=False, onProgress=None, onLog=None, onFinished=None):
+        """Start ``ichseg improve`` for ``request`` (``runs.ImproveRequest``) in a background process.
+
+        Poll the returned process (QTimer) or call ``process.wait()`` without a GUI; ``process.cancel()``
+        stops it and keeps the checkpoints, ``resume=True`` continues from them.
+        """
+        return BackgroundProcess(
+            runs.improve_command(request, resume=resume),
+            on_progress=onProgress,
+            on_log=onLog,
+            on_finished=onFinished,
+            env=ichseg_environment(),
+        ).start()
 
 
 class ICHTrainingTest(ScriptedLoadableModuleTest):
