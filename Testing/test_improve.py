@@ -313,6 +313,10 @@ def test_cli_refusal_exit_code_and_bad_input(env, capsys):
     assert err.startswith("ichseg improve: error: not enough usable training cases") and "quarantine.json" in err
     assert "only_ct: quarantined (incomplete case folder: missing segmentation.seg.nrrd)" in err
     assert len(err.splitlines()) == 1
+    assert cli_main(["improve", str(broken), "--dry-run", "--progress", "json"]) == 0  # a preview reports instead
+    done = progress_events(capsys.readouterr().out)[-1]
+    same = err.removeprefix("ichseg improve: error: ").split(" (see ")[0]  # each run has its own folder
+    assert done["ready"] is False and done["problems"][0].split(" (see ")[0] == same
 
 
 def test_duplicates_and_quarantine_leave_the_cases_untouched(env):
@@ -335,7 +339,8 @@ def test_duplicates_and_quarantine_leave_the_cases_untouched(env):
     before = snapshot(cases)
 
     result, events = run_quietly(ImproveConfig(cases, holdout_dirs=[holdout], dry_run=True))
-    assert result.decision == "scanned" and result.candidate is None
+    assert result.decision == "scanned" and result.candidate is None and result.reasons == []
+    assert events[-1]["stage"] == "done" and events[-1]["ready"] is True and events[-1]["counts"]["train"] == 2
     assert snapshot(cases) == before  # nothing moved, changed, added or deleted
     records = {r["name"]: r for r in json.loads((result.run_dir / "cases.json").read_text())["cases"]}
     status = {name: r["status"] for name, r in records.items() if r["source"] == str(cases)}

@@ -393,23 +393,43 @@ def _run(
         counts=counts,
         quarantine=str(quarantine_path),
     )
+    problems = []
     if len(train) < cfg.min_train_cases:
-        raise InputError(
+        problems.append(
             f"not enough usable training cases in {cfg.cases_dir}: {len(train)} (need {cfg.min_train_cases}); "
             f"{_problem_summary(selection)} (see {quarantine_path})"
         )
     if not holdout:
-        raise InputError(
+        problems.append(
             "no held-out cases to compare the models on: give --holdout FRACTION (of the cases folder) "
             "or --holdout DIR (a folder of cases)"
         )
     common = dict(parent=parent_ref, run_dir=run_dir, quarantine=quarantine_path, counts=counts)
-    if cfg.dry_run:
-        report = {"run_id": run_id, "decision": "scanned", "parent": parent_ref, "scan": _scan_report(selection)}
+    if cfg.dry_run:  # a preview: report what a run would use, and what would stop it
+        report = {
+            "run_id": run_id,
+            "decision": "scanned",
+            "ready": not problems,
+            "problems": problems,
+            "parent": parent_ref,
+            "scan": _scan_report(selection),
+        }
         report_path = write_json_atomic(run_dir / "improve.json", report)
         timings["total_s"] = round(time.perf_counter() - t_start, 2)
-        progress.done("scanned (dry run): nothing trained", report=str(report_path), counts=counts)
-        return ImproveResult("scanned", current=parent_ref, report=report_path, timings_s=timings, **common)
+        progress.done(
+            "scanned (dry run): nothing trained" + (f"; {problems[0]}" if problems else ""),
+            decision="scanned",
+            ready=not problems,
+            problems=problems,
+            report=str(report_path),
+            quarantine=str(quarantine_path),
+            counts=counts,
+        )
+        return ImproveResult(
+            "scanned", current=parent_ref, report=report_path, reasons=problems, timings_s=timings, **common
+        )
+    if problems:
+        raise InputError(problems[0])
 
     # ---------------------------------------------------------------- fine-tune
     from ..train.config import FinetuneConfig
