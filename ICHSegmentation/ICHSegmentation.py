@@ -447,6 +447,7 @@ class ICHSegmentationLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._scene = scene
         self._segmentationsLogic = segmentationsLogic
+        self._drafts = {}  # segmentation node ID -> (model ref, label array of the model's draft)
 
     @property
     def scene(self):
@@ -484,8 +485,14 @@ class ICHSegmentationLogic(ScriptedLoadableModuleLogic):
         return segmentationJob, process
 
     def finishSegmentation(self, segmentationJob, volumeNode, segmentationNode=None):
-        """Import a finished run's result as segments ICH/PHE/IVH; returns the segmentation node."""
-        return job.import_result(self.scene, self.segmentationsLogic, segmentationJob, volumeNode, segmentationNode)
+        """Import a finished run's result as segments ICH/PHE/IVH; returns the segmentation node.
+
+        The draft is remembered, so that a training case saved later records the editing done.
+        """
+        node = job.import_result(self.scene, self.segmentationsLogic, segmentationJob, volumeNode, segmentationNode)
+        draft = segments.class_label_array(self.scene, self.segmentationsLogic, node, volumeNode).label
+        self._drafts[node.GetID()] = (node.GetAttribute("ICHSegmentation.Model"), draft)
+        return node
 
     def showIn3D(self, segmentationNode, show: bool = True) -> None:
         """Closed-surface (3D) display of the segments on or off."""
@@ -515,6 +522,13 @@ class ICHSegmentationLogic(ScriptedLoadableModuleLogic):
     def saveTrainingCase(self, volumeNode, segmentationNode, outDir, caseName: str, sidecar=None) -> dict:
         from ICHTrainingLib import cases
 
+        model, draft = self._drafts.get(
+            segmentationNode.GetID(), (segmentationNode.GetAttribute("ICHSegmentation.Model"), None)
+        )
+        sidecar = dict(sidecar or {})
+        sidecar.update(
+            measure.editing_record(self.scene, self.segmentationsLogic, segmentationNode, volumeNode, draft, model)
+        )
         return cases.save_training_case(
             self.scene, self.segmentationsLogic, volumeNode, segmentationNode, outDir, caseName, sidecar
         )

@@ -436,3 +436,26 @@ def test_color_table_from_scheme(mrml):
         assert table.GetColorName(cls.value) == cls.name
         if hasattr(table, "GetTerminologyAsString"):
             assert segments.terminology_codes(table.GetTerminologyAsString(cls.value)) == SNOMED[cls.key]
+
+
+def test_editing_record_counts_the_corrections_exactly(case):
+    scene, logic, ct, label, label_node = case
+    node = segments.import_labelmap_as_segments(scene, logic, label_node, ct)
+    draft = segments.class_label_array(scene, logic, node, ct).label
+    np.testing.assert_array_equal(draft, label)
+    untouched = measure.editing_record(scene, logic, node, ct, draft, "m@1.0.0")
+    assert untouched["draft_model"] == "m@1.0.0" and untouched["editing"]["edited"] is False
+
+    add = np.zeros_like(label, dtype=bool)
+    add[9:11, 2:6, 2:8] = True  # 2 x 4 x 6 = 48 new IVH voxels in background
+    assert not label[add].any()
+    paint(logic, node, "IVH", add, ct)
+    record = measure.editing_record(scene, logic, node, ct, draft, "m@1.0.0")["editing"]
+    voxel_ml = 0.5 * 0.5 * 5.0 / 1000.0
+    assert record["edited"] and record["changed_voxels"] == 48
+    assert record["classes"]["IVH"]["added_voxels"] == 48 and record["classes"]["IVH"]["removed_voxels"] == 0
+    assert record["classes"]["IVH"]["added_ml"] == pytest.approx(48 * voxel_ml)
+    assert record["classes"]["ICH"]["dice_draft_final"] == 1.0
+    n_ivh = int((label == labels.IVH.value).sum())
+    assert record["classes"]["IVH"]["dice_draft_final"] == pytest.approx(2 * n_ivh / (2 * n_ivh + 48))
+    assert measure.editing_record(scene, logic, node, ct, None, None) == {"draft_model": None, "editing": None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import slicer
 import vtk
 
@@ -101,3 +102,46 @@ def summary_text(measurements: volumes.Measurements) -> str:
 def csv_text(case_name: str, measurements: volumes.Measurements) -> str:
     """CSV text (header + one row) in the column layout of ``ichseg volumes``."""
     return volumes.measurements_csv([(case_name, measurements)])
+
+
+def edit_summary(draft: np.ndarray, final: np.ndarray, voxel_volume_ml: float) -> dict:
+    """What the user changed between the model's draft and the saved label map (same grid).
+
+    Per class: voxels (and mL) added and removed, and the Dice between draft and final, so a
+    training case records how much correcting it needed.
+    """
+    if draft.shape != final.shape:
+        raise ValueError(f"draft {draft.shape} and final {final.shape} label maps differ in shape")
+    out: dict = {"changed_voxels": int(np.count_nonzero(draft != final)), "classes": {}}
+    for cls in labels.CLASSES:
+        d, f = draft == cls.value, final == cls.value
+        added, removed = int(np.count_nonzero(f & ~d)), int(np.count_nonzero(d & ~f))
+        total = int(np.count_nonzero(d)) + int(np.count_nonzero(f))
+        out["classes"][cls.key] = {
+            "added_voxels": added,
+            "removed_voxels": removed,
+            "added_ml": added * voxel_volume_ml,
+            "removed_ml": removed * voxel_volume_ml,
+            "dice_draft_final": 1.0 if total == 0 else 2.0 * int(np.count_nonzero(d & f)) / total,
+        }
+    out["edited"] = out["changed_voxels"] > 0
+    return out
+
+
+def editing_record(
+    scene: slicer.vtkMRMLScene,
+    segmentations_logic: slicer.vtkSlicerSegmentationsModuleLogic,
+    segmentation_node: slicer.vtkMRMLSegmentationNode,
+    volume_node: slicer.vtkMRMLVolumeNode,
+    draft: np.ndarray | None,
+    draft_model: str | None,
+) -> dict:
+    """Sidecar fields of a training case: the model of the first draft and the editing done since."""
+    record: dict = {"draft_model": draft_model}
+    if draft is None:
+        record["editing"] = None  # not drafted by a model in this session (imported or drawn by hand)
+        return record
+    final = class_label_array(scene, segmentations_logic, segmentation_node, volume_node)
+    voxel_ml = float(np.prod(final.spacing)) / 1000.0
+    record["editing"] = edit_summary(draft, final.label, voxel_ml)
+    return record
