@@ -319,6 +319,43 @@ def test_cli_refusal_exit_code_and_bad_input(env, capsys):
     assert done["ready"] is False and done["problems"][0].split(" (see ")[0] == same
 
 
+def test_a_stopped_run_resumes_from_its_checkpoint(env, monkeypatch):
+    import ichseg.improve.loop as loop_module
+
+    tmp, holdout = env
+    cases, work = tmp / "corrected", tmp / "work"
+    for i in range(2):
+        save_case(cases, f"case{i}", 100 + i)
+    cfg = dict(
+        holdout_dirs=[holdout], tolerance=1.0, steps=4, checkpoint_every=2, threads=1, device="cpu", work_dir=work
+    )
+    evaluate = loop_module.evaluate_models
+
+    def stop_after_finetuning():
+        def stopped(*args, **kwargs):
+            raise KeyboardInterrupt  # as if Stop was pressed once the fine-tuning was over
+
+        monkeypatch.setattr(loop_module, "evaluate_models", stopped)
+        with pytest.raises(KeyboardInterrupt), redirect_stdout(io.StringIO()):
+            improve(ImproveConfig(cases, **cfg))
+        monkeypatch.setattr(loop_module, "evaluate_models", evaluate)
+
+    stop_after_finetuning()
+    assert (work / "fold_all" / "checkpoint.pt").is_file()  # left for --resume
+    assert read_history()[-1]["decision"] == "failed" and current_model().ref == "tiny-improve@1.0.0"
+    result, events = run_quietly(ImproveConfig(cases, resume=True, **cfg))
+    assert any(e["stage"] == "train" and e["message"] == "resumed at step 4" for e in events)
+    assert result.decision == "promoted" and result.candidate == "tiny-improve@1.1.0"  # the stopped one had no number
+    assert load_package(result.candidate_path).card.training["improve"]["resumed_from_step"] == 4
+    assert not (work / "fold_all").exists() and not (work / "train_cases").exists()  # nothing left to resume
+    # a stopped run cannot be resumed on other cases
+    stop_after_finetuning()
+    save_case(cases, "case2", 102)
+    with pytest.raises(InputError, match="cannot be resumed"), redirect_stdout(io.StringIO()):
+        improve(ImproveConfig(cases, resume=True, **cfg))
+    assert current_model().ref == "tiny-improve@1.1.0"
+
+
 def test_duplicates_and_quarantine_leave_the_cases_untouched(env):
     tmp, holdout = env
     cases = tmp / "cases"

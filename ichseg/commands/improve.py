@@ -95,6 +95,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--cache-workers", type=int, default=1)
     r.add_argument("--run-dir", type=Path, help="run folder (default: <user models>/.improve/runs/<run id>)")
     r.add_argument("--work-dir", type=Path, help="fine-tuning work folder (default: <user models>/.improve/work)")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run from its fine-tuning checkpoint in --work-dir (same cases and options)",
+    )
+    r.add_argument("--checkpoint-every", type=int, default=50, help="fine-tuning checkpoint every N steps")
     r.add_argument("--version", help="version of the new model (default: the next free minor version)")
     r.add_argument("--description", default="", help="description for the new model card")
     r.add_argument("--dry-run", action="store_true", help="check the cases and write the reports; train nothing")
@@ -139,6 +145,8 @@ def config_from_args(args: argparse.Namespace):
         cache_workers=args.cache_workers,
         run_dir=args.run_dir,
         work_dir=args.work_dir,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
         version=args.version,
         description=args.description,
         dry_run=args.dry_run,

@@ -52,6 +52,8 @@ from .versions import (
 __all__ = ["ImproveConfig", "ImproveResult", "improve", "auto_replay"]
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
+#: work-folder entries of one run (staged cases, their cache, the checkpoints); kept until the run ends
+_TRANSIENT = ("train_cases", "new", "fold_all")
 
 # overall progress fractions of the phases
 _SCAN = (0.0, 0.10)
@@ -91,6 +93,8 @@ class ImproveConfig:
     cache_workers: int = 1
     run_dir: Path | None = None  # default: <user models>/.improve/runs/<run id>
     work_dir: Path | None = None  # default: <user models>/.improve/work
+    resume: bool = False  # continue a stopped run from the fine-tuning checkpoint in work_dir
+    checkpoint_every: int = 50
     version: str | None = None  # default: the parent's next free minor version
     description: str = ""
     dry_run: bool = False  # scan and report only
@@ -134,6 +138,8 @@ class ImproveConfig:
             raise InputError(f"--quality must be fast or accurate, got {self.quality!r}")
         if self.min_train_cases < 1:
             raise InputError("min_train_cases must be at least 1")
+        if self.checkpoint_every < 1:
+            raise InputError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
 
 
 @dataclass
@@ -434,6 +440,7 @@ def _run(
     # ---------------------------------------------------------------- fine-tune
     from ..train.config import FinetuneConfig
     from ..train.finetune import run_finetune
+    from ..train.loop import TrainingError
 
     t = time.perf_counter()
     if cfg.version:
@@ -444,8 +451,12 @@ def _run(
         version = next_version(pc.id, pc.version)
     candidate_ref = f"{pc.id}@{version}"
     work = Path(cfg.work_dir) if cfg.work_dir else improve_dir() / "work"
+    if not cfg.resume:  # a fresh start: forget the cache and checkpoints of an earlier (stopped) run
+        for stale in _TRANSIENT:
+            shutil.rmtree(work / stale, ignore_errors=True)
+    # staged at a fixed place, so that a resumed run has the same inputs (and checkpoint signature)
     staged = stage_refs(
-        [selection.ref(r) for r in train], selection.cases.root, run_dir / "train_cases",
+        [selection.ref(r) for r in train], selection.cases.root, work / "train_cases",
         extra_files=selection.cases.extra_files,
     )  # fmt: skip
     exclude = [Path(cfg.cases_dir), *cfg.holdout_dirs]
@@ -460,8 +471,6 @@ def _run(
         if replay_sources
         else ([], {})
     )
-    for stale in ("new", "fold_all"):
-        shutil.rmtree(work / stale, ignore_errors=True)
     ft_kwargs: dict[str, Any] = dict(
         datasets=[staged],
         model=Path(parent_entry.path),
@@ -483,6 +492,8 @@ def _run(
         threads=cfg.threads,
         bf16=cfg.bf16,
         cache_workers=cfg.cache_workers,
+        checkpoint_every=cfg.checkpoint_every,
+        resume=cfg.resume,
         overwrite=True,
         version=version,
         description=cfg.description
@@ -494,12 +505,18 @@ def _run(
     ft_kwargs["progress"] = "json" if relay else cfg.progress
     progress.emit("finetune", _CACHE[0], f"fine-tuning {parent_ref} -> {candidate_ref} for {cfg.steps} steps")
     ft_cfg = FinetuneConfig(**ft_kwargs)
-    with contextlib.redirect_stdout(_Relay(progress)) if relay else contextlib.nullcontext():
-        ft = run_finetune(ft_cfg)
+    try:
+        with contextlib.redirect_stdout(_Relay(progress)) if relay else contextlib.nullcontext():
+            ft = run_finetune(ft_cfg)
+    except TrainingError as exc:
+        if cfg.resume and "different configuration" in str(exc):
+            raise InputError(
+                f"the stopped run in {work} used other cases or settings; it cannot be resumed: "
+                "run again without --resume to start over"
+            ) from exc
+        raise
     candidate_dir = Path(ft.package or run_dir / "candidate")
-    shutil.rmtree(staged, ignore_errors=True)
-    for stale in ("new", "fold_all"):
-        shutil.rmtree(work / stale, ignore_errors=True)
+    resumed_from = max((r.resumed_from for r in ft.results), default=0)
     timings["finetune_s"] = round(time.perf_counter() - t, 2)
     timings["training_s"] = round(sum(r.seconds for r in ft.results), 2)
 
@@ -546,6 +563,7 @@ def _run(
             for r in by_status.get(s, [])
         ],
         "gate": {"metric": cfg.metric, "tolerance": cfg.tolerance},
+        "resumed_from_step": resumed_from,
         "decision": outcome,
         "reasons": decision.reasons,
         "timings_s": timings,
@@ -593,7 +611,12 @@ def _run(
         "current": current,
         "counts": counts,
         "timings_s": timings,
-        "finetune": {"steps": cfg.steps, "replay": improve_info["replay"], "freeze_encoder": cfg.freeze_encoder},
+        "finetune": {
+            "steps": cfg.steps,
+            "resumed_from_step": resumed_from,
+            "replay": improve_info["replay"],
+            "freeze_encoder": cfg.freeze_encoder,
+        },
         "evaluation": {**evaluation, "current": summaries["current"], "candidate": summaries["candidate"]},
         "quarantine": str(quarantine_path),
     }
@@ -612,6 +635,8 @@ def _run(
             "n_holdout": len(cases),
         }
     )
+    for stale in _TRANSIENT:  # done: nothing to resume (the replay cache is kept for the next run)
+        shutil.rmtree(work / stale, ignore_errors=True)
     message = _decision_message(decision, parent_ref, candidate_ref, summaries["current"], summaries["candidate"])
     progress.done(
         message,
