@@ -373,6 +373,9 @@ def test_duplicates_and_quarantine_leave_the_cases_untouched(env):
     (cases / "no_seg").mkdir()
     shutil.copy2(cases / "a" / "ct.nrrd", cases / "no_seg" / "ct.nrrd")
     save_case(cases, "leak", 300)  # the same CT as held-out case held0
+    save_case(cases, "skip_me", 106)
+    sidecar = json.loads((cases / "skip_me" / "case.json").read_text())
+    (cases / "skip_me" / "case.json").write_text(json.dumps({**sidecar, "exclude": True}))  # the user's choice
     before = snapshot(cases)
 
     result, events = run_quietly(ImproveConfig(cases, holdout_dirs=[holdout], dry_run=True))
@@ -395,10 +398,12 @@ def test_duplicates_and_quarantine_leave_the_cases_untouched(env):
     ):
         assert status[name] == "quarantined" and records[name]["kind"] == kind, (name, records[name])
     assert "'Tumor'" in records["tumor"]["reason"]
+    assert status["skip_me"] == "excluded" and records["skip_me"]["reason"] == "excluded by its case.json"
     assert records["a"]["ct_sha256"] == sha256_file(cases / "a" / "ct.nrrd")
 
     q = json.loads(result.quarantine.read_text())
     assert q["counts"] == {"quarantined": 4, "duplicate": 2, "overlap": 1}
+    assert {e["case"] for e in q["cases"] if e["status"] == "excluded"} == {"skip_me"}
     entries = {e["case"]: e for e in q["cases"]}
     corrupt = Path(entries["corrupt"]["copy"])
     assert corrupt == result.run_dir / "quarantine" / "corrupt"
@@ -406,6 +411,7 @@ def test_duplicates_and_quarantine_leave_the_cases_untouched(env):
     assert entries["b_early"]["copy"] is None  # duplicates are reported, not copied
     reported = {e["case"] for e in events if e["stage"] in ("quarantined", "duplicate", "overlap")}
     assert reported == {"tumor", "corrupt", "mismatch", "no_seg", "a_copy", "b_early", "leak"}
+    assert [e["case"] for e in events if e["stage"] == "excluded"] == ["skip_me"]
 
 
 def test_config_is_checked_before_anything_runs(env):

@@ -244,6 +244,9 @@ def _check_case(ref: CaseRef, record: CaseRecord) -> None:
             meta = loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError):
             record.messages.append("sidecar JSON unreadable; ignored")
+    if meta.get("exclude") is True:
+        record.status, record.reason = "excluded", f"excluded by its {ref.sidecar.name if ref.sidecar else 'sidecar'}"
+        return
     try:
         case = load_case(ref)
     except CaseError as exc:
