@@ -64,12 +64,13 @@ TARGETS = {
 INSTALL_HINT = f"""nnU-Net v2 is not importable with {{python}}.
 Install it without letting pip replace torch (nnunetv2 would pull a CUDA torch of several GB):
 
-    python3 -m venv .venv-bench
-    echo "$PWD/.venv/lib/python3.11/site-packages" > .venv-bench/lib/python3.11/site-packages/_project.pth
+    "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv .venv-bench
+    .venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))' \\
+        > "$(.venv-bench/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/_project.pth"
     .venv-bench/bin/pip install --no-deps -r {REQUIREMENTS.relative_to(ROOT)}
 
-(the .pth line makes the project venv's torch, numpy, scipy, SimpleITK visible; adjust python3.11
-to the project venv's version) or pass --nnunet-python PATH, or --skip-nnunet."""
+(the .pth file makes the project venv's torch, numpy, scipy, SimpleITK visible in .venv-bench;
+nothing is installed into .venv) or pass --nnunet-python PATH, or --skip-nnunet."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,10 @@ class CaseSpec:
     pixel_mm: float | None  # None: as generated
 
     def describe(self) -> str:
-        px = f"{self.pixel_mm:g}x{self.pixel_mm:g}" if self.pixel_mm else "phantom in-plane"
-        sl = self.slices if self.slices else "n"
-        return f"{self.matrix}x{self.matrix}x{sl} at {px}x{self.thickness_mm:g} mm"
+        if self.pixel_mm and self.slices:
+            px = f"{self.pixel_mm:g}x{self.pixel_mm:g}x{self.thickness_mm:g}"
+            return f"{self.matrix}x{self.matrix}x{self.slices} at {px} mm"
+        return f"{self.matrix}x{self.matrix} matrix, {self.thickness_mm:g} mm slices, phantom's own FOV and slice count"
 
 
 CASES = {
