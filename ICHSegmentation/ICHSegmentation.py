@@ -535,14 +535,86 @@ class ICHSegmentationLogic(ScriptedLoadableModuleLogic):
 
 
 class ICHSegmentationTest(ScriptedLoadableModuleTest):
-    """Self-test in Slicer: a phantom CT and its label, imported and measured."""
+    """Self-tests in Slicer: segment the bundled sample in a background process; import and measure a label."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
         self.setUp()
+        self.test_SegmentSample()
+        self.setUp()
         self.test_PhantomLabelVolumes()
+
+    def _modelForTest(self, folder: str) -> str:
+        """The current model if one is installed, else a tiny random-weight package (tests the pipeline)."""
+        import torch
+
+        from ichseg.errors import IchsegError
+        from ichseg.model import ModelCard, architecture, build_network, save_package
+        from ichseg.model.registry import current_model
+        from ichseg.preprocess import PreprocessConfig
+
+        try:
+            return current_model().ref
+        except IchsegError:
+            pass
+        arch = architecture(
+            kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+            strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+            filters=[4, 8, 16],
+            deep_supervision=False,
+        )
+        card = ModelCard(
+            id="selftest-tiny",
+            version="0.0.1",
+            architecture=arch,
+            preprocessing=PreprocessConfig((2.0, 2.0, 5.0)).to_dict(),
+            plan={"patch_size_zyx": [16, 32, 32]},
+            training={"data": {"n_cases": 0}, "loss": "dicece", "steps": 0},
+            inference={"patch_size_zyx": [16, 32, 32], "overlap": 0.25},
+        )
+        torch.manual_seed(0)
+        return str(
+            save_package(os.path.join(folder, "selftest-tiny"), card, [(None, build_network(arch).state_dict())])
+        )
+
+    def test_SegmentSample(self) -> None:
+        """Sample CT -> Segment (background process, waited on) -> segments -> volumes equal the run's JSON."""
+        import json
+
+        from ichseg import labels
+        from ichseg.resources import sample_path
+
+        ensureDependencies()
+        self.delayDisplay("Loading the bundled sample CT")
+        volume = slicer.util.loadVolume(str(sample_path()))
+        logic = ICHSegmentationLogic()
+        progress = []
+        with tempfile.TemporaryDirectory() as folder:
+            model = self._modelForTest(folder)
+            self.delayDisplay(f"Segmenting with {model}")
+            segmentationJob, process = logic.startSegmentation(
+                volume, model=model, device="CPU", onProgress=progress.append
+            )
+            try:
+                outcome = process.wait(timeout=1800)
+                self.assertTrue(outcome.ok, outcome.error_message())
+                segmentation = logic.finishSegmentation(segmentationJob, volume)
+                expected = json.loads(segmentationJob.volumes_path.read_text(encoding="utf-8"))
+            finally:
+                segmentationJob.cleanup()
+        self.assertEqual(progress[-1]["fraction"], 1.0)
+        ids = [segmentation.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
+        self.assertEqual(ids, [cls.key for cls in labels.CLASSES])
+        table = logic.updateVolumesTable(logic.computeVolumes(segmentation, volume))
+        for row, cls in enumerate(labels.CLASSES):
+            self.assertEqual(table.GetCellText(row, 0), cls.name)
+            self.assertAlmostEqual(
+                float(table.GetCellText(row, 1)), expected["classes"][cls.key]["volume_ml"], places=6
+            )
+            self.assertEqual(int(table.GetCellText(row, 3)), expected["classes"][cls.key]["voxels"])
+        self.delayDisplay("Test passed")
 
     def test_PhantomLabelVolumes(self) -> None:
         import SimpleITK as sitk
