@@ -68,7 +68,8 @@ def render_montage(
     image = sitk.DICOMOrient(image, "LPS")
     ct = sitk.GetArrayViewFromImage(image)
     if label is not None:
-        lab = sitk.GetArrayViewFromImage(sitk.DICOMOrient(label, "LPS"))
+        label = sitk.DICOMOrient(label, "LPS")  # keep the image alive: the view below does not own its buffer
+        lab = sitk.GetArrayViewFromImage(label)
         if lab.shape != ct.shape:
             raise ValueError(f"label grid {lab.shape} differs from image grid {ct.shape}")
     else:
