@@ -88,7 +88,7 @@ def _make_case(job: tuple[int, str | None, float | None, int, str, str]) -> dict
         from ichseg.phantom import generate_case, write_case
 
         write_case(generate_case(seed, kind, thickness, matrix=matrix, name=name), folder)
-    label = sitk.GetArrayViewFromImage(sitk.ReadImage(str(lab)))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(lab)))  # a copy: a view would outlive its image
     return {"case": name, "seed": seed, "ivh": bool((label == labels.IVH.value).any())}
 
 
@@ -98,12 +98,24 @@ def generate(scenario: str, role: str, n: int, out: Path, matrix: int, seed0: in
     for i in range(n):
         seed, kind, thickness = _case_spec(scenario, role, i, seed0)
         jobs.append((seed, kind, thickness, matrix, str(out), f"{role}_{i:03d}"))
-    if workers > 1 and n > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(_make_case, jobs))
-    else:
-        rows = [_make_case(j) for j in jobs]
+    rows = _run_jobs(jobs, workers)
+    if scenario == "no-ivh" and role == "base":
+        # the generator may extend a hematoma into the ventricles: the weak model must never see IVH
+        rows = [r for r in rows if not r["ivh"]]
+        extra = 0
+        while len(rows) < n and extra < 10 * n:
+            seed, kind, thickness = _case_spec(scenario, role, n + extra, seed0)
+            rows += [r for r in _run_jobs([(seed, kind, thickness, matrix, str(out), f"{role}_{n + extra:03d}")], 1)]
+            rows = [r for r in rows if not r["ivh"]]
+            extra += 1
     return rows
+
+
+def _run_jobs(jobs: list, workers: int) -> list[dict]:
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(_make_case, jobs))
+    return [_make_case(j) for j in jobs]
 
 
 def to_nnunet(pool: Path, rows: list[dict], out: Path) -> Path:
