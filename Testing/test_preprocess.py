@@ -167,3 +167,26 @@ def test_config_round_trip_and_errors():
         Normalization(mode="minmax")
     with pytest.raises(ValueError, match="spacing"):
         PreprocessConfig.from_dict({"spacing_xyz": [1, 1]})
+
+
+@pytest.mark.parametrize("direction", [_tilt_direction(21.0), (0.0, 0.0, 1.0, -1.0, 0.0, 0.0, 0.0, -1.0, 0.0)])
+def test_resampling_only_the_foreground_box_equals_the_full_resample(direction):
+    """labels_to_original resamples a box around possible foreground: same labels as the whole grid."""
+    from ichseg.preprocess import probabilities_to_original
+
+    spacing, size, origin = (0.9, 0.9, 5.0), (220, 240, 36), (-95.0, -110.0, 20.0)
+    grid0 = Grid(size, spacing, origin, direction)
+    image, _ = _head(size, spacing, direction, origin, grid0.index_to_point((125, 100, 18)))
+    prep = prepare_image(image, PreprocessConfig(spacing_xyz=(1.5, 1.5, 2.5)))
+    rng = np.random.default_rng(0)
+    shape = prep.hu.shape
+    fg = rng.uniform(0.0, 0.19, (3, *shape)).astype(np.float32)  # noise below the floor everywhere...
+    fg[0, 10:14, 40:50, 30:45] = 0.9  # ...and two lesions, one touching the crop border
+    fg[2, :3, 0:6, 60:70] = 0.7
+    probs = np.concatenate([np.clip(1.0 - fg.sum(0, keepdims=True), 0, 1), fg]).astype(np.float32)
+    full = np.stack([probabilities_to_original(probs, prep, c) for c in range(4)]).argmax(0).astype(np.uint8)
+    fast = sitk.GetArrayFromImage(labels_to_original(probs, prep))
+    assert (full > 0).sum() > 100 and set(np.unique(full)) == {0, 1, 3}
+    np.testing.assert_array_equal(fast, full)
+    empty = np.concatenate([np.ones((1, *shape), np.float32), np.zeros((3, *shape), np.float32)])
+    assert not sitk.GetArrayFromImage(labels_to_original(empty, prep)).any()

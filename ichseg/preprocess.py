@@ -420,28 +420,77 @@ def label_box(label_zyx: np.ndarray) -> Box | None:
     return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in nz)  # type: ignore[return-value]
 
 
-def probabilities_to_original(probs: np.ndarray, prepared: Prepared, channel: int) -> np.ndarray:
-    """One class channel of ``probs`` (C, z, y, x on the cropped working grid) on the original grid, float32."""
+def point_to_index(grid: Grid, point: Sequence[float]) -> np.ndarray:
+    """Continuous voxel index (x, y, z) of a physical point on ``grid``."""
+    return np.linalg.solve(grid.matrix, np.asarray(point, float) - np.asarray(grid.origin)) / np.asarray(grid.spacing)
+
+
+#: Working-grid voxels whose foreground probability reaches this are resampled back; elsewhere
+#: background wins the arg-max anyway (after linear interpolation a class needs > 1/C somewhere).
+FOREGROUND_FLOOR = 0.2
+
+
+def foreground_box_on_original(probs: np.ndarray, prepared: Prepared, margin: int = 2) -> Box | None:
+    """Box (z, y, x) of the original grid that holds every voxel whose arg-max can be foreground.
+
+    Found on the working grid (voxels where a foreground class reaches ``FOREGROUND_FLOOR``),
+    grown by ``margin`` working voxels, and mapped corner by corner to the original grid, plus
+    ``margin`` original voxels.  None when no voxel can be foreground.
+    """
+    fg = probs[1:].max(axis=0) >= FOREGROUND_FLOOR
+    box = label_box(fg)
+    if box is None:
+        return None
+    offset = [prepared.box[i].start or 0 for i in range(3)]
+    lo = [box[i].start + offset[i] - margin for i in range(3)]  # z, y, x on the full working grid
+    hi = [box[i].stop - 1 + offset[i] + margin for i in range(3)]
+    corners = [
+        point_to_index(prepared.original, prepared.working.index_to_point([x, y, z]))
+        for z in (lo[0], hi[0])
+        for y in (lo[1], hi[1])
+        for x in (lo[2], hi[2])
+    ]
+    c = np.array(corners)  # (8, xyz)
+    start = np.floor(c.min(axis=0)).astype(int) - margin
+    stop = np.ceil(c.max(axis=0)).astype(int) + margin + 1
+    size = np.asarray(prepared.original.size)
+    start, stop = np.clip(start, 0, size), np.clip(stop, 0, size)
+    if np.any(stop <= start):
+        return None
+    return (slice(int(start[2]), int(stop[2])), slice(int(start[1]), int(stop[1])), slice(int(start[0]), int(stop[0])))
+
+
+def probabilities_to_original(
+    probs: np.ndarray, prepared: Prepared, channel: int, target: Grid | None = None
+) -> np.ndarray:
+    """One class channel of ``probs`` (C, z, y, x on the cropped working grid) on the original grid
+    (or on ``target``, a sub-grid of it), float32."""
     fill = 1.0 if channel == 0 else 0.0
     full = uncrop(probs[channel].astype(np.float32, copy=False), prepared.box, prepared.working.shape_zyx, fill)
     img = prepared.working.apply_to(sitk.GetImageFromArray(full))
-    back = _resample(img, prepared.original, sitk.sitkLinear, fill, sitk.sitkFloat32)
+    back = _resample(img, target or prepared.original, sitk.sitkLinear, fill, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(back)
 
 
 def labels_to_original(probs: np.ndarray, prepared: Prepared) -> sitk.Image:
     """Arg-max label map (uint8) on the original grid from working-grid class probabilities (C, z, y, x).
 
-    Channels are resampled one at a time (linear) with a running arg-max, so memory stays at two
-    float32 volumes of the original size.
+    Only the box of the original grid where a foreground class can win is resampled
+    (:func:`foreground_box_on_original`); channels go one at a time (linear) with a running
+    arg-max, so memory stays at two float32 volumes of that box.
     """
-    best = probabilities_to_original(probs, prepared, 0)
-    label = np.zeros(best.shape, dtype=np.uint8)
-    for c in range(1, probs.shape[0]):
-        p = probabilities_to_original(probs, prepared, c)
-        better = p > best
-        label[better] = c
-        np.maximum(best, p, out=best)
-        del p, better
+    label = np.zeros(prepared.original.shape_zyx, dtype=np.uint8)
+    box = foreground_box_on_original(probs, prepared)
+    if box is not None:
+        target = prepared.original.cropped(box)
+        best = probabilities_to_original(probs, prepared, 0, target)
+        sub = np.zeros(best.shape, dtype=np.uint8)
+        for c in range(1, probs.shape[0]):
+            p = probabilities_to_original(probs, prepared, c, target)
+            better = p > best
+            sub[better] = c
+            np.maximum(best, p, out=best)
+            del p, better
+        label[box] = sub
     out = sitk.GetImageFromArray(label)
     return prepared.original.apply_to(out)
