@@ -189,8 +189,11 @@ def weak_model(args: argparse.Namespace, base_data: Path, out: Path) -> Path:
         kw: dict[str, Any] = dict(steps=args.weak_steps, optimizer="adamw", lr=args.weak_lr, loss="dicefocal")
         if args.tiny:
             kw.update(target_spacing=(3.0, 3.0, 5.0), patch_size=(16, 48, 48), filters=(4, 8, 16), batch_size=2)
-        elif args.spacing:
-            kw.update(target_spacing=args.spacing)
+        else:
+            if args.spacing:
+                kw.update(target_spacing=args.spacing)
+            if args.filters:
+                kw.update(filters=args.filters)
         run_training(TrainConfig(model_id="ichseg-weak", **kw, **common))
     log(f"weak model ready in {time.perf_counter() - t:.0f} s")
     return target
@@ -223,7 +226,8 @@ def overlay(image: sitk.Image, truth: np.ndarray, before: np.ndarray, after: np.
         im.CopyInformation(image)
         return im
 
-    lps_truth = sitk.GetArrayViewFromImage(sitk.DICOMOrient(as_image(truth), "LPS"))
+    oriented = sitk.DICOMOrient(as_image(truth), "LPS")  # kept alive: the view below does not own its buffer
+    lps_truth = sitk.GetArrayViewFromImage(oriented)
     focus = lps_truth == labels.IVH.value if (lps_truth == labels.IVH.value).any() else lps_truth > 0
     area = focus.reshape(focus.shape[0], -1).sum(axis=1)
     slices: list[int] = []
@@ -293,6 +297,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     def floats(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(","))
 
+    def ints(text: str) -> tuple[int, ...]:
+        return tuple(int(v) for v in text.split(","))
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="output folder (data, models, runs, results)")
     p.add_argument("--scenario", choices=SCENARIOS, default="no-ivh")
@@ -306,6 +313,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weak-lr", type=float, default=1e-3)
     p.add_argument("--weaken-steps", type=int, default=400)
     p.add_argument("--weaken-lr", type=float, default=1e-3)
+    p.add_argument("--filters", type=ints, help="DynUNet filters per stage of a weak model trained from scratch")
     p.add_argument("--spacing", type=floats, help="working spacing x,y,z of a weak model trained from scratch")
     p.add_argument("--steps", type=int, default=300, help="fine-tuning steps of the loop")
     p.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the parent's x 0.1)")
@@ -474,7 +482,7 @@ def main(argv=None) -> int:
     if args.scenario == "no-ivh":
         vols = {r["case"]: 0 for r in hold_rows}
         for name in vols:
-            lab = sitk.GetArrayViewFromImage(sitk.ReadImage(str(data / "pool_holdout" / f"{name}_label.nii.gz")))
+            lab = sitk.GetArrayFromImage(sitk.ReadImage(str(data / "pool_holdout" / f"{name}_label.nii.gz")))
             vols[name] = int((lab == labels.IVH.value).sum())
         pick = max(vols, key=vols.get)
     else:
