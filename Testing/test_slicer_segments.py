@@ -18,13 +18,9 @@ for _path in (ROOT, ROOT / "ICHSegmentation"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-try:
-    import slicer
+from conftest import import_slicer_core  # noqa: E402
 
-    if not hasattr(slicer, "vtkMRMLScene"):
-        raise ImportError("the 'slicer' module found has no MRML classes (not slicer-core)")
-except Exception as exc:  # ImportError, or a broken binary wheel (OSError)
-    pytest.skip(f"slicer-core is not available: {exc}", allow_module_level=True)
+slicer = import_slicer_core()
 
 import vtk  # noqa: E402
 from ICHSegmentationLib import colors, measure, segments  # noqa: E402
