@@ -14,7 +14,7 @@ from typing import TextIO
 
 from .process import BackgroundProcess, ichseg_command, ichseg_environment
 
-__all__ = ["EXIT_BAD_ARGUMENTS", "build_parser", "run_batch"]
+__all__ = ["EXIT_BAD_ARGUMENTS", "build_parser", "dependencies_problem", "exit_application", "run_batch", "run_echoed"]
 
 EXIT_BAD_ARGUMENTS = 2
 EXIT_CANCELLED = 130
@@ -53,13 +53,21 @@ def run_batch(argv: Sequence[str], python: str | None = None, stream: TextIO | N
     command_args = [*args.input, "-o", args.output, "--model", args.model, "--device", args.device]
     command_args += ["--quality", args.quality] + (["--force"] if args.force else [])
     command_args += ["--no-overlay"] if args.no_overlay else []
+    return run_echoed(
+        ichseg_command("segment", *command_args, python=python), "ICHSegmentationBatch", stream, args.timeout
+    )
+
+
+def run_echoed(command: Sequence[str], name: str, stream: TextIO | None = None, timeout: float | None = None) -> int:
+    """Run an ``ichseg`` command in a child process, echo its progress and log lines; return its exit code."""
+    stream = stream or sys.stdout
 
     def echo(line: str) -> None:
         stream.write(line + "\n")
         stream.flush()
 
     process = BackgroundProcess(
-        ichseg_command("segment", *command_args, python=python),
+        command,
         on_progress=lambda record: echo(
             f"[{100 * (record.get('fraction') or 0):5.1f}%] {record.get('message', '')}".rstrip()
         ),
@@ -67,12 +75,42 @@ def run_batch(argv: Sequence[str], python: str | None = None, stream: TextIO | N
         env=ichseg_environment(),
     ).start()
     try:
-        outcome = process.wait(timeout=args.timeout)
+        outcome = process.wait(timeout=timeout)
     except KeyboardInterrupt:
         process.cancel()
         outcome = process.wait()
     if outcome.cancelled:
-        echo("ICHSegmentationBatch: cancelled")
+        echo(f"{name}: cancelled")
         return EXIT_CANCELLED
-    echo(f"ICHSegmentationBatch: finished with exit code {outcome.returncode} in {outcome.seconds:.1f} s")
+    echo(f"{name}: finished with exit code {outcome.returncode} in {outcome.seconds:.1f} s")
     return int(outcome.returncode or 0)
+
+
+def exit_application(code: int) -> None:
+    """Leave with ``code``: through Slicer's application when running in Slicer, else ``sys.exit``."""
+    try:
+        import slicer
+
+        if getattr(slicer, "app", None) is not None:
+            slicer.util.exit(code)
+            return
+    except ImportError:
+        pass
+    sys.exit(code)
+
+
+def dependencies_problem() -> str | None:
+    """In Slicer: install missing packages (no dialog without a main window); the error text, or None."""
+    try:
+        import slicer
+
+        if getattr(slicer, "app", None) is None:
+            return None
+        from ICHSegmentation import ensureDependencies
+
+        ensureDependencies()
+    except ImportError:
+        return None
+    except Exception as exc:
+        return str(exc)
+    return None

@@ -15,39 +15,22 @@ import os
 import sys
 
 
-def _exit(code: int) -> None:
-    try:
-        import slicer
-
-        if getattr(slicer, "app", None) is not None:
-            slicer.util.exit(code)
-            return
-    except ImportError:
-        pass
-    sys.exit(code)
-
-
 def main(argv) -> int:
     module_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # ICHSegmentation/
     for path in (module_dir, os.path.dirname(module_dir)):  # ICHSegmentationLib, and ichseg in a source checkout
         if path not in sys.path:
             sys.path.insert(0, path)
-    try:
-        import slicer
+    from ICHSegmentationLib.batch import dependencies_problem, run_batch
 
-        if getattr(slicer, "app", None) is not None:
-            from ICHSegmentation import ensureDependencies
-
-            ensureDependencies()  # no main window: installs without asking
-    except ImportError:
-        pass
-    except Exception as exc:
-        print(f"ICHSegmentationBatch: error: {exc}")
+    problem = dependencies_problem()  # in Slicer without a main window: installs without asking
+    if problem:
+        print(f"ICHSegmentationBatch: error: {problem}")
         return 2
-    from ICHSegmentationLib.batch import run_batch
-
     return run_batch(argv)
 
 
 if __name__ == "__main__":
-    _exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    from ICHSegmentationLib.batch import exit_application
+
+    exit_application(code)

@@ -13,18 +13,6 @@ import os
 import sys
 
 
-def _exit(code: int) -> None:
-    try:
-        import slicer
-
-        if getattr(slicer, "app", None) is not None:
-            slicer.util.exit(code)
-            return
-    except ImportError:
-        pass
-    sys.exit(code)
-
-
 def main(argv) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     training_dir = os.path.dirname(os.path.dirname(here))  # ICHTraining/
@@ -32,38 +20,18 @@ def main(argv) -> int:
     for path in (training_dir, os.path.join(root, "ICHSegmentation"), root):
         if os.path.isdir(path) and path not in sys.path:
             sys.path.insert(0, path)
-    try:
-        import slicer
+    from ICHSegmentationLib.batch import dependencies_problem, run_echoed
+    from ICHSegmentationLib.process import ichseg_command
 
-        if getattr(slicer, "app", None) is not None:
-            from ICHSegmentation import ensureDependencies
-
-            ensureDependencies()
-    except ImportError:
-        pass
-    except Exception as exc:
-        print(f"ICHTrainingImprove: error: {exc}")
+    problem = dependencies_problem()
+    if problem:
+        print(f"ICHTrainingImprove: error: {problem}")
         return 2
-    from ICHSegmentationLib.process import BackgroundProcess, ichseg_command, ichseg_environment
-
-    def echo(line: str) -> None:
-        print(line, flush=True)
-
-    process = BackgroundProcess(
-        ichseg_command("improve", *argv),
-        on_progress=lambda r: echo(f"[{100 * (r.get('fraction') or 0):5.1f}%] {r.get('message', '')}".rstrip()),
-        on_log=echo,
-        env=ichseg_environment(),
-    ).start()
-    try:
-        outcome = process.wait()
-    except KeyboardInterrupt:
-        process.cancel()
-        outcome = process.wait()
-    if outcome.cancelled:
-        return 130
-    return int(outcome.returncode or 0)
+    return run_echoed(ichseg_command("improve", *argv), "ICHTrainingImprove")
 
 
 if __name__ == "__main__":
-    _exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    from ICHSegmentationLib.batch import exit_application
+
+    exit_application(code)
