@@ -33,6 +33,25 @@ def import_slicer_core():
     return slicer
 
 
+def new_mrml_scene():
+    """A scene like Slicer's (default colour tables, Segmentations logic attached): (scene, logic, color logic)."""
+    slicer = import_slicer_core()
+    scene = slicer.vtkMRMLScene()
+    color_logic = slicer.vtkMRMLColorLogic()
+    color_logic.SetMRMLScene(scene)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    return scene, logic, color_logic
+
+
+@pytest.fixture
+def mrml():
+    """(scene, Segmentations logic) of a fresh :func:`new_mrml_scene`; the colour logic lives as long."""
+    scene, logic, color_logic = new_mrml_scene()
+    yield scene, logic
+    del color_logic
+
+
 def tilt_direction(deg: float) -> tuple[float, ...]:
     t = math.radians(deg)
     return (1.0, 0.0, 0.0, 0.0, -math.cos(t), math.sin(t), 0.0, math.sin(t), math.cos(t))

@@ -89,16 +89,6 @@ def read_tag(segment, name: str) -> str:
 
 
 @pytest.fixture
-def mrml():
-    scene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(scene)
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
-    yield scene, logic
-
-
-@pytest.fixture
 def case(mrml):
     scene, logic = mrml
     label = phantom_label()

@@ -31,12 +31,8 @@ from ichseg import labels  # noqa: E402
 
 
 @pytest.fixture
-def scene_with_ct(tmp_path):
-    scene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(scene)
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
+def scene_with_ct(tmp_path, mrml):
+    scene, logic = mrml
     image = simple_head(
         size=(64, 72, 14), spacing=(3.0, 2.8, 6.0), direction=tilt_direction(15.0), blob_index=(30, 40, 7)
     )

@@ -33,7 +33,7 @@ for _path in (ROOT, ROOT / "ICHSegmentation"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from conftest import import_slicer_core  # noqa: E402
+from conftest import import_slicer_core, new_mrml_scene  # noqa: E402
 
 slicer = import_slicer_core()
 
@@ -114,21 +114,12 @@ def phantom_files(tmp_path_factory):
     return folder
 
 
-def new_scene():
-    scene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(scene)
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
-    return scene, logic, color_logic
-
-
 @pytest.fixture
 def loaded(phantom_files):
     """Scene and logic, the CT read from NRRD (with its display node), the label imported as segments,
     and the label and brain mask as (k, j, i) arrays on the CT's voxels as Slicer reads them."""
     folder = phantom_files
-    scene, logic, color_logic = new_scene()
+    scene, logic, color_logic = new_mrml_scene()
     ct = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(folder / "ct.nrrd"))
@@ -299,7 +290,7 @@ def test_render_leaves_the_scene_as_it_was(loaded, tmp_path):
 
 def test_ras_to_pixel_finds_a_single_bright_voxel():
     """On a tilted, anisotropic grid: the brightest pixel is where ras_to_pixel puts the voxel's centre."""
-    scene, _, color_logic = new_scene()
+    scene, _, color_logic = new_mrml_scene()
     dims, spacing, origin = (30, 20, 10), (2.0, 1.5, 3.0), (10.0, -20.0, 5.0)
     array = np.zeros(dims[::-1], dtype=np.int16)
     array[6, 13, 7] = 80

@@ -73,17 +73,6 @@ def phantom_label() -> np.ndarray:
 
 
 @pytest.fixture
-def mrml():
-    """A scene like Slicer's: default colour tables, the Segmentations logic attached."""
-    scene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(scene)
-    logic = slicer.vtkSlicerSegmentationsModuleLogic()
-    logic.SetMRMLScene(scene)
-    yield scene, logic
-
-
-@pytest.fixture
 def case(mrml):
     """Scene, logic, CT volume, the reference label and its labelmap node."""
     scene, logic = mrml
