@@ -30,6 +30,15 @@ def _tuple(kind: Callable[[str], Any], n: int | None = None, name: str = "value"
     return parse
 
 
+def _negative_hu(text: str) -> tuple[float, float] | str:
+    if text.strip().lower() == "any":
+        return "any"
+    lo, hi = _tuple(float, 2, "--negative-hu")(text)
+    if lo >= hi:
+        raise argparse.ArgumentTypeError(f"--negative-hu: LO must be below HI, got {text!r}")
+    return (lo, hi)
+
+
 def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``finetune``."""
     g = p.add_argument_group("optimisation")
@@ -43,6 +52,12 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
         type=_tuple(float, 4, "--class-ratios"),
         metavar="BG,ICH,PHE,IVH",
         help="patch-centre sampling ratios (default 1,1,1,1)",
+    )
+    g.add_argument(
+        "--negative-hu",
+        type=_negative_hu,
+        metavar="LO,HI|any",
+        help="centre background patches on non-lesion tissue in this HU range (hard negatives; default 40,150)",
     )
     g.add_argument("--no-augment", dest="augment", action="store_false", help="no data augmentation")
     g.add_argument("--val-cases", type=int, help="cases held out for validation (no cross-validation)")
@@ -136,6 +151,8 @@ def common_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, opt)
         if value is not None:
             kw[opt] = value
+    if args.negative_hu is not None:
+        kw["negative_hu"] = None if args.negative_hu == "any" else args.negative_hu
     return kw
 
 

@@ -193,7 +193,12 @@ def train_fold(
     net.to(rt.device)
     model = wrap_model(net, rt.info, rt.device)
     transform = train_transforms(
-        patch_zyx, normalization, anisotropic=anisotropic, class_ratios=cfg.class_ratios, augment=cfg.augment
+        patch_zyx,
+        normalization,
+        anisotropic=anisotropic,
+        class_ratios=cfg.class_ratios,
+        negative_hu=cfg.negative_hu,
+        augment=cfg.augment,
     )
     ckpt_dir = rt.work / f"fold_{'all' if fold is None else fold}"
     if rt.info.is_main:
@@ -390,6 +395,7 @@ def training_summary(
         "folds": cfg.folds,
         "augmentation": cfg.augment,
         "class_ratios": list(cfg.class_ratios),
+        "negative_hu": None if cfg.negative_hu is None else list(cfg.negative_hu),
         "keep": cfg.keep,
         "device": str(rt.device),
         "world_size": rt.info.world_size,

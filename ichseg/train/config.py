@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .losses import LOSSES
-from .transforms import DEFAULT_CLASS_RATIOS
+from .transforms import DEFAULT_CLASS_RATIOS, DEFAULT_NEGATIVE_HU
 
 __all__ = ["TrainConfig", "FinetuneConfig", "DEFAULT_MODEL_ID"]
 
@@ -36,6 +36,7 @@ class TrainConfig:
     normalization: str = "unit"  # "unit" or "zscore"
     window: tuple[float, float] = (-15.0, 100.0)
     class_ratios: tuple[float, float, float, float] = DEFAULT_CLASS_RATIOS
+    negative_hu: tuple[float, float] | None = DEFAULT_NEGATIVE_HU  # background patch centres (None: anywhere)
     augment: bool = True
     val_cases: int = 2  # held out when not cross-validating
     folds: int = 1  # k-fold cross-validation when > 1
@@ -97,6 +98,10 @@ class TrainConfig:
             raise InputError(
                 f"class ratios must be 4 non-negative numbers (bg, ICH, PHE, IVH), got {self.class_ratios}"
             )
+        if self.negative_hu is not None and not (
+            len(self.negative_hu) == 2 and float(self.negative_hu[0]) < float(self.negative_hu[1])
+        ):
+            raise InputError(f"negative HU range must be LO,HI with LO < HI, got {self.negative_hu}")
         for name in ("val_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1")

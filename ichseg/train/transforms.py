@@ -5,8 +5,11 @@ Input items are ``{"image": (1, z, y, x) float32 HU, "label": (1, z, y, x) uint8
 1. pad to the crop size with air / background;
 2. class-balanced patch sampling (``RandCropByLabelClassesd``; ratios bg:ICH:PHE:IVH default 1:1:1:1,
    so ≥ 3/4 of patches are centred on a lesion class present in the case — PHE and the rare IVH
-   are seen often); crop a larger patch so rotation/scaling do not bring in padding, then
-   ``CenterSpatialCropd`` to the patch;
+   are seen often); background patches are centred on *hard negatives* — tissue whose HU looks
+   like blood (default 40–150 HU: grey matter, the cerebellum, deep nuclei, falx, calcifications,
+   the inner table of the skull) — rather than on any head voxel, most of which are scalp, bone
+   and face that no model confuses with a bleed; crop a larger patch so rotation/scaling do not
+   bring in padding, then ``CenterSpatialCropd`` to the patch;
 3. spatial: rotation (mostly in-plane; out-of-plane only for isotropic plans) and scaling
    (``RandAffined``), left-right mirroring (``RandFlipd`` on x);
 4. HU calibration: scale ±3 % and offset ±5 HU (``RandScaleIntensityd``/``RandShiftIntensityd``)
@@ -26,11 +29,13 @@ from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
+import torch
 from monai.transforms import (
     CenterSpatialCropd,
     Compose,
     EnsureTyped,
     Lambdad,
+    MapTransform,
     RandAdjustContrastd,
     RandAffined,
     RandCropByLabelClassesd,
@@ -42,14 +47,51 @@ from monai.transforms import (
     RandSimulateLowResolutiond,
     SpatialPadd,
 )
+from monai.transforms.utils import map_classes_to_indices
 
 from ..labels import NUM_CLASSES
 from ..preprocess import AIR_HU, Normalization, normalize
 
-__all__ = ["train_transforms", "val_transforms", "crop_size_for", "DEFAULT_CLASS_RATIOS"]
+__all__ = [
+    "train_transforms",
+    "val_transforms",
+    "crop_size_for",
+    "PatchCentresd",
+    "DEFAULT_CLASS_RATIOS",
+    "DEFAULT_NEGATIVE_HU",
+]
 
 KEYS = ("image", "label")
 DEFAULT_CLASS_RATIOS = (1.0, 1.0, 1.0, 1.0)  # background, ICH, PHE, IVH
+DEFAULT_NEGATIVE_HU = (40.0, 150.0)  # background patch centres: blood-like tissue that is not a lesion
+HEAD_THRESHOLD_HU = -500.0  # patch centres lie in the head, not in the air around it
+INDICES_KEY = "label_cls_indices"
+
+
+class PatchCentresd(MapTransform):
+    """Candidate patch centres per class for ``RandCropByLabelClassesd`` (its ``indices_key``).
+
+    Lesion classes: their voxels inside the head. Background: background voxels whose HU lies in
+    ``negative_hu`` (hard negatives); if a case has none, any background voxel in the head.
+    Expects HU images (before normalisation).
+    """
+
+    def __init__(self, negative_hu: Sequence[float] | None) -> None:
+        super().__init__(keys=KEYS)
+        self.negative_hu = None if negative_hu is None else (float(negative_hu[0]), float(negative_hu[1]))
+
+    def __call__(self, data):
+        d = dict(data)
+        image, label = d["image"], d["label"]
+        indices = map_classes_to_indices(label, NUM_CLASSES, image, HEAD_THRESHOLD_HU)
+        if self.negative_hu is not None:
+            lo, hi = self.negative_hu
+            hard = (label[0] == 0) & (image[0] >= lo) & (image[0] <= hi)
+            hard_indices = torch.nonzero(torch.as_tensor(hard).reshape(-1)).flatten()
+            if hard_indices.numel() > 0:
+                indices[0] = hard_indices
+        d[INDICES_KEY] = indices
+        return d
 
 
 def crop_size_for(patch_zyx: Sequence[int], anisotropic: bool) -> list[int]:
@@ -65,6 +107,7 @@ def train_transforms(
     *,
     anisotropic: bool,
     class_ratios: Sequence[float] = DEFAULT_CLASS_RATIOS,
+    negative_hu: Sequence[float] | None = DEFAULT_NEGATIVE_HU,
     augment: bool = True,
 ) -> Compose:
     """The training pipeline (see module docstring)."""
@@ -75,6 +118,7 @@ def train_transforms(
         EnsureTyped(keys=KEYS, data_type="tensor", track_meta=False),
         SpatialPadd(keys="image", spatial_size=crop, mode="constant", value=AIR_HU),
         SpatialPadd(keys="label", spatial_size=crop, mode="constant", value=0),
+        PatchCentresd(negative_hu),
         RandCropByLabelClassesd(
             keys=KEYS,
             label_key="label",
@@ -82,8 +126,7 @@ def train_transforms(
             ratios=[float(r) for r in class_ratios],
             num_classes=NUM_CLASSES,
             num_samples=1,
-            image_key="image",
-            image_threshold=-500.0,
+            indices_key=INDICES_KEY,
             warn=False,
         ),
     ]
