@@ -354,15 +354,28 @@ def _run_training(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             inference=plan.inference(),
             metrics=metrics_of(folds, results),
         )
-        package = save_package(
-            cfg.output,  # type: ignore[arg-type]
-            card,
-            [(f, chosen_state(cfg, r)) for f, r in zip(folds, results, strict=True)],
-            overwrite=cfg.overwrite or cfg.resume,
-        )
-        rt.progress.done(f"model package written: {package}", package=str(package))
+        package = write_package(cfg, rt, card, folds, results, "model package written")
     barrier(rt.info)
     return TrainResult(package, plan, folds, results, skipped)
+
+
+def write_package(
+    cfg: TrainConfig,
+    rt: Runtime,
+    card: ModelCard,
+    folds: Sequence[int | None],
+    results: Sequence[LoopResult],
+    message: str,
+) -> Path:
+    """Save the chosen weights of every fold with the card (main rank only) and report where."""
+    package = save_package(
+        cfg.output,  # type: ignore[arg-type]
+        card,
+        [(f, chosen_state(cfg, r)) for f, r in zip(folds, results, strict=True)],
+        overwrite=cfg.overwrite or cfg.resume,
+    )
+    rt.progress.done(f"{message}: {package}", package=str(package))
+    return package
 
 
 def training_summary(

@@ -22,13 +22,12 @@ import torch
 from ..errors import InputError
 from ..model.card import ModelCard, ParentRef, bump_version
 from ..model.network import encoder_modules
-from ..model.package import ModelPackage, load_package, save_package
+from ..model.package import ModelPackage, load_package
 from .api import (
     Runtime,
     TrainResult,
     cached_from_dict,
     cached_to_dict,
-    chosen_state,
     metrics_of,
     report_skipped,
     reporter,
@@ -37,6 +36,7 @@ from .api import (
     start_runtime,
     train_fold,
     training_summary,
+    write_package,
 )
 from .cache import build_cache, cache_dir_for
 from .config import FinetuneConfig
@@ -185,13 +185,7 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
             metrics=metrics_of(folds, results),
             parent=ParentRef(pc.id, pc.version, first.sha256, first.file),
         )
-        package = save_package(
-            cfg.output,  # type: ignore[arg-type]
-            card,
-            [(f, chosen_state(cfg, r)) for f, r in zip(folds, results, strict=True)],
-            overwrite=cfg.overwrite or cfg.resume,
-        )
-        rt.progress.done(f"fine-tuned model package written: {package}", package=str(package))
+        package = write_package(cfg, rt, card, folds, results, "fine-tuned model package written")
     barrier(rt.info)
     return TrainResult(package, plan, folds, results, skipped)
 
