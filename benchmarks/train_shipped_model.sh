@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Recipe of the shipped ICH/PHE/IVH model: synthetic training data -> train -> segment + evaluate held-out cases.
+# Recipe of the shipped ICH/PHE/IVH model: synthetic training data -> train -> two fine-tuning stages ->
+# segment + evaluate held-out cases.
 #
 #   benchmarks/train_shipped_model.sh            # defaults below; re-running continues where it stopped
-#   STEPS=20000 DEVICE=cuda benchmarks/train_shipped_model.sh
-#   EXTRA= benchmarks/train_shipped_model.sh        # float32 instead of the default bf16 autocast
+#   DEVICE=cuda STEPS=20000 benchmarks/train_shipped_model.sh
+#   EXTRA= benchmarks/train_shipped_model.sh     # float32 instead of the default bf16 autocast
 #
-# Seeds: training cases use seeds TRAIN_SEED0 .. TRAIN_SEED0+N_TRAIN-1 (default 100000..100299), the test cases
+# Seeds: training cases use seeds TRAIN_SEED0 .. TRAIN_SEED0+N_TRAIN-1 (default 100000..100239), the test cases
 # TEST_SEED0 .. TEST_SEED0+N_TEST-1 (default 1..50); the script refuses overlapping ranges.  Phantom case names
 # are synth_<seed>, so training and test files can never collide.
 #
-# The shipped model 1.0.0 was trained with exactly these defaults on a 2-core CPU (bf16 autocast): plan
-# 1x1x2.5 mm working grid, patch 32x96x96, DynUNet filters 8-16-32-64-128 (1.4 M parameters), batch 2,
-# Dice + softmax focal loss, AdamW lr 1e-3 with poly decay, 2500 steps at ~0.65-1.0 s per step (~35 min),
-# plus ~20 min to generate and cache the 240 training cases.  The plan is derived from the data (with the
-# CPU-speed floor of 1x1x2.5 mm) and written to $OUT/model.work/plan.json.  On a GPU raise STEPS and FILTERS.
+# Stages (2-core CPU, bf16 autocast, ~0.65 s per step of batch 2 when the machine is otherwise idle):
+#   1. train     1.0.0  STEPS (2500) steps, AdamW lr 1e-3 poly, Dice + softmax focal, class ratios 1,1.5,1.5,1
+#                       (plan: 1x1x2.5 mm grid, patch 32x96x96, DynUNet 8-16-32-64-128, 1.4 M parameters)
+#   2. finetune  1.1.0  FT1_STEPS (2000) steps, lr 4e-4, background-heavy sampling 3,1,1,1, seed 4
+#   3. finetune  1.2.0  FT2_STEPS (8000) steps, lr 8e-4, 3,1,1,1 with background patches on hard negatives
+#                       (non-lesion tissue at 40-150 HU: the cerebellum and grey matter where stage 2 still
+#                       called blood)
+# The shipped weights went through one more, unplanned stage between 1 and 2: 400 steps of a fine-tune at
+# lr 5e-4 (a 6000-step poly schedule, interrupted; its checkpoint was packaged as 1.0.1-dev).  This script
+# leaves it out, so its result is the same recipe but not bit-identical weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +39,8 @@ WORKERS=${WORKERS:-$(nproc)}   # processes for phantom generation and caching
 LOADER_WORKERS=${LOADER_WORKERS:-1}
 MODEL_ID=${MODEL_ID:-ichseg-ich-phe-ivh}
 VERSION=${VERSION:-1.0.0}
+FT1_STEPS=${FT1_STEPS:-2000}
+FT2_STEPS=${FT2_STEPS:-8000}
 EXTRA=${EXTRA:---bf16}
 
 if (( TRAIN_SEED0 < TEST_SEED0 + N_TEST && TEST_SEED0 < TRAIN_SEED0 + N_TRAIN )); then
@@ -55,13 +63,28 @@ if [[ -f "$WORK/fold_all/checkpoint.pt" ]]; then RESUME=(--resume); fi
 # shellcheck disable=SC2086
 "$PY" -m ichseg train "$DATA" -o "$MODEL" --work-dir "$WORK" \
   --steps "$STEPS" --loss "$LOSS" --batch-size 2 --seed 0 --device "$DEVICE" \
-  --filters "$FILTERS" --patch "$PATCH" --optimizer adamw --lr 1e-3 --class-ratios 1,1.5,1.5,1 --keep best \
+  --filters "$FILTERS" --patch "$PATCH" --optimizer adamw --lr 1e-3 --class-ratios 1,1.5,1.5,1 --negative-hu any --keep best \
   --val-cases "$VAL_CASES" --val-every 1250 --checkpoint-every 50 --log-every 10 \
   --cache-workers "$WORKERS" --workers "$LOADER_WORKERS" \
   --id "$MODEL_ID" --version "$VERSION" --name "ICH / PHE / IVH segmentation (synthetic-trained)" \
   --progress json "${RESUME[@]}" $EXTRA | tee "$OUT/logs/train.jsonl"
 
-# 3. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
+# 3. two fine-tuning stages on the same data (each resumes from its own checkpoints when re-run)
+finetune() {  # finetune PARENT OUT STEPS ARGS...
+  local parent=$1 out=$2 steps=$3; shift 3
+  local resume=()
+  if [[ -f "$out.work/fold_all/checkpoint.pt" ]]; then resume=(--resume); fi
+  # shellcheck disable=SC2086
+  "$PY" -m ichseg finetune "$DATA" --model "$parent" -o "$out" --work-dir "$out.work" --steps "$steps" \
+    --device "$DEVICE" --workers "$LOADER_WORKERS" --checkpoint-every 100 --progress json "${resume[@]}" $EXTRA "$@"
+}
+finetune "$MODEL" "$OUT/model_ft1" "$FT1_STEPS" --lr 4e-4 --class-ratios 3,1,1,1 --negative-hu any --seed 4 --val-cases 4 \
+  --val-every 1000 --keep best | tee "$OUT/logs/finetune1.jsonl"
+finetune "$OUT/model_ft1" "$OUT/model_ft2" "$FT2_STEPS" --lr 8e-4 --class-ratios 3,1,1,1 --negative-hu 40,150 \
+  --val-every 2000 | tee "$OUT/logs/finetune2.jsonl"
+MODEL="$OUT/model_ft2"
+
+# 4. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
 "$PY" -m ichseg phantom --seed "$TEST_SEED0" --count "$N_TEST" --out "$OUT/test" > "$OUT/logs/test_cases.jsonl"
 "$PY" -m ichseg segment "$OUT/test" -o "$OUT/pred" --model "$MODEL" --device "$DEVICE" --no-overlay --progress json \
   > "$OUT/logs/segment.jsonl"
