@@ -16,6 +16,7 @@ import slicer
 import vtk
 from ICHSegmentationLib import job, measure, segments
 from ICHSegmentationLib.process import BackgroundProcess, ichseg_environment
+from ICHSegmentationLib.sceneaccess import SceneAccess
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -440,24 +441,13 @@ def safeName(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "case"
 
 
-class ICHSegmentationLogic(ScriptedLoadableModuleLogic):
+class ICHSegmentationLogic(SceneAccess, ScriptedLoadableModuleLogic):
     """Delegates to ``ICHSegmentationLib``; the scene and Segmentations logic can be passed in (tests, scripts)."""
 
     def __init__(self, scene=None, segmentationsLogic=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._scene = scene
-        self._segmentationsLogic = segmentationsLogic
+        self.initSceneAccess(scene, segmentationsLogic)
         self._drafts = {}  # segmentation node ID -> (model ref, label array of the model's draft)
-
-    @property
-    def scene(self):
-        return self._scene if self._scene is not None else slicer.mrmlScene
-
-    @property
-    def segmentationsLogic(self):
-        if self._segmentationsLogic is None:
-            self._segmentationsLogic = slicer.modules.segmentations.logic()
-        return self._segmentationsLogic
 
     def getParameterNode(self):
         return ICHSegmentationParameterNode(super().getParameterNode())

@@ -15,6 +15,7 @@ import ctk
 import qt
 import slicer
 from ICHSegmentationLib.process import BackgroundProcess, ichseg_environment
+from ICHSegmentationLib.sceneaccess import SceneAccess
 from ICHTrainingLib import cases, runs
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -217,23 +218,12 @@ class ICHTrainingWidget(ScriptedLoadableModuleWidget):
         )
 
 
-class ICHTrainingLogic(ScriptedLoadableModuleLogic):
+class ICHTrainingLogic(SceneAccess, ScriptedLoadableModuleLogic):
     """Usable without a main window; the scene and Segmentations logic can be passed in (tests, scripts)."""
 
     def __init__(self, scene=None, segmentationsLogic=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self._scene = scene
-        self._segmentationsLogic = segmentationsLogic
-
-    @property
-    def scene(self):
-        return self._scene if self._scene is not None else slicer.mrmlScene
-
-    @property
-    def segmentationsLogic(self):
-        if self._segmentationsLogic is None:
-            self._segmentationsLogic = slicer.modules.segmentations.logic()
-        return self._segmentationsLogic
+        self.initSceneAccess(scene, segmentationsLogic)
 
     def saveTrainingCase(self, volumeNode, segmentationNode, outDir, caseName: str, sidecar=None) -> dict:
         """Save a CT and its corrected segmentation as a new case (see ``ICHTrainingLib.cases``)."""

@@ -444,3 +444,18 @@ def test_editing_record_counts_the_corrections_exactly(case):
     n_ivh = int((label == labels.IVH.value).sum())
     assert record["classes"]["IVH"]["dice_draft_final"] == pytest.approx(2 * n_ivh / (2 * n_ivh + 48))
     assert measure.editing_record(scene, logic, node, ct, None, None) == {"draft_model": None, "editing": None}
+
+
+def test_scene_access_uses_the_injected_scene_and_logic(mrml):
+    from ICHSegmentationLib.sceneaccess import SceneAccess
+
+    scene, logic = mrml
+
+    class Logic(SceneAccess):
+        def __init__(self, scene=None, segmentationsLogic=None):
+            self.initSceneAccess(scene, segmentationsLogic)
+
+    injected = Logic(scene, logic)
+    assert injected.scene is scene and injected.segmentationsLogic is logic
+    node = injected.segmentationsLogic.GetMRMLScene().AddNewNodeByClass("vtkMRMLSegmentationNode")
+    assert injected.scene.GetNodeByID(node.GetID()) is node
