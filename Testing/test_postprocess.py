@@ -45,3 +45,18 @@ def test_phe_must_touch_ich():
 def test_rejects_non_uint8():
     with pytest.raises(TypeError):
         postprocess(np.zeros((2, 2, 2), np.int64), (1, 1, 1))
+
+
+def test_rules_at_the_grid_edges_and_on_an_empty_map():
+    """Foreground touching the faces of the grid: the work box is clipped there, the rules still hold."""
+    label = np.zeros((6, 30, 30), np.uint8)
+    label[0:3, 0:6, 0:6] = 1  # ICH in a corner
+    label[0:3, 6:8, 0:6] = 2  # PHE touching it: kept
+    label[5, 29, 29] = 2  # PHE speck in the opposite corner: removed (small and without ICH)
+    label[3:6, 20:30, 0:4] = 2  # PHE at the edge, far from ICH: removed
+    report = postprocess(label, (1.0, 1.0, 1.0))
+    assert report["small_components_2"] == 1
+    assert report["phe_without_ich"] == 3 * 10 * 4
+    assert (label == 1).sum() == 108 and (label == 2).sum() == 36
+    empty = np.zeros((3, 4, 5), np.uint8)
+    assert set(postprocess(empty, (1.0, 1.0, 1.0)).values()) == {0}
