@@ -1,11 +1,13 @@
 """Put a trained model package into Resources/Models with its held-out evaluation in the model card.
 
     python benchmarks/ship_model.py MODEL_DIR EVAL_DIR [--test-description TEXT]
+        [--accurate-eval EVAL_DIR_ACCURATE --accurate-description TEXT]
 
 Copies the package to ``Resources/Models/<id>-<version>/``, stores the summary of
 ``EVAL_DIR/metrics.json`` (from ``ichseg evaluate``) under ``metrics.test`` in its ``model.json``
 (the weights, and so their SHA-256, are untouched), copies ``metrics.md`` and the plots beside it,
-and makes it the default in ``Resources/Models/registry.json``.
+and makes it the default in ``Resources/Models/registry.json``.  An evaluation of the same cases with
+``--quality accurate`` goes under ``metrics.test_accurate`` (``evaluation/accurate/``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def main() -> int:
     ap.add_argument("model", type=Path)
     ap.add_argument("eval", type=Path)
     ap.add_argument("--test-description", default="")
+    ap.add_argument("--accurate-eval", type=Path, help="the same test cases segmented with --quality accurate")
+    ap.add_argument("--accurate-description", default="")
     args = ap.parse_args()
     package = load_package(args.model)  # verifies the checksums
     card = package.card
@@ -60,15 +64,18 @@ def main() -> int:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(args.model, dest)
-    metrics = json.loads((args.eval / "metrics.json").read_text())
     data = json.loads((dest / "model.json").read_text())
-    data.setdefault("metrics", {})["test"] = {"description": args.test_description, **summarize(metrics)}
+    runs = [("test", args.eval, args.test_description, dest / "evaluation")]
+    if args.accurate_eval is not None:
+        runs.append(("test_accurate", args.accurate_eval, args.accurate_description, dest / "evaluation" / "accurate"))
+    for key, eval_dir, description, evaluation in runs:
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+        data.setdefault("metrics", {})[key] = {"description": description, **summarize(metrics)}
+        evaluation.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.md", "bland_altman.png", "volume_scatter.png"):
+            if (eval_dir / name).is_file():
+                shutil.copy2(eval_dir / name, evaluation / name)
     write_json_atomic(dest / "model.json", data)
-    evaluation = dest / "evaluation"
-    evaluation.mkdir(exist_ok=True)
-    for name in ("metrics.md", "bland_altman.png", "volume_scatter.png"):
-        if (args.eval / name).is_file():
-            shutil.copy2(args.eval / name, evaluation / name)
     load_package(dest)  # the shipped copy still loads and verifies
     write_json_atomic(
         dest_root / "registry.json",
