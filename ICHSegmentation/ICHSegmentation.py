@@ -15,7 +15,7 @@ import qt
 import slicer
 import vtk
 from ICHSegmentationLib import job, measure, segments
-from ICHSegmentationLib.process import BackgroundProcess, ichseg_environment
+from ICHSegmentationLib.process import QUALITIES, BackgroundProcess, ichseg_environment
 from ICHSegmentationLib.sceneaccess import SceneAccess
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
@@ -28,7 +28,6 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 DEVICES = ("auto", "CPU", "GPU")
-QUALITIES = ("fast", "accurate")
 LAST_FOLDER_SETTING = "ICHSegmentation/LastFolder"
 #: Delay between the last segment edit and the volumes update.
 VOLUMES_UPDATE_DELAY_MS = 750
@@ -98,7 +97,7 @@ class ICHSegmentationParameterNode:
     volumesTable: vtkMRMLTableNode
     model: str = ""  # model reference (id@version); empty: the current model
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    quality: Annotated[str, Choice(list(QUALITIES))] = "fast"
+    quality: Annotated[str, Choice(list(QUALITIES))] = "auto"
 
 
 class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -453,7 +452,7 @@ class ICHSegmentationLogic(SceneAccess, ScriptedLoadableModuleLogic):
         return ICHSegmentationParameterNode(super().getParameterNode())
 
     def startSegmentation(
-        self, volumeNode, model="current", device="auto", quality="fast", onProgress=None, onLog=None, onFinished=None
+        self, volumeNode, model="current", device="auto", quality="auto", onProgress=None, onLog=None, onFinished=None
     ):
         """Write the CT and start ``ichseg segment`` in a background process; returns (job, process).
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -9,8 +12,9 @@ import torch
 from conftest import simple_head, tilt_direction
 
 from ichseg.errors import InputError
-from ichseg.infer import Segmenter, choose_window, select_device
-from ichseg.model import load_package
+from ichseg.infer import QUALITY_CHOICES, QUALITY_SETTINGS, Segmenter, choose_window, resolve_quality, select_device
+from ichseg.model import MODEL_JSON, load_package
+from ichseg.model.card import QUALITY_MODES
 from ichseg.preprocess import DEFAULT_WINDOW
 
 
@@ -117,3 +121,25 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="CUDA"):
             select_device("cuda")
+
+
+def test_auto_quality_is_what_the_card_recommends(tiny_package, tmp_path):
+    inference = {"patch_size_zyx": [16, 32, 32]}
+    assert resolve_quality("auto", inference) == "fast"  # no recommendation
+    assert resolve_quality("auto", {**inference, "quality": "accurate"}) == "accurate"
+    assert resolve_quality("fast", {**inference, "quality": "accurate"}) == "fast"  # the user's choice wins
+    with pytest.raises(ValueError, match="quality"):
+        resolve_quality("best", inference)
+    assert tuple(QUALITY_SETTINGS) == QUALITY_MODES and ("auto", *QUALITY_MODES) == QUALITY_CHOICES
+
+    recommending = tmp_path / "recommends-accurate"
+    shutil.copytree(tiny_package, recommending)
+    card = json.loads((recommending / MODEL_JSON).read_text())
+    card["inference"]["quality"] = "accurate"
+    (recommending / MODEL_JSON).write_text(json.dumps(card))
+    auto = Segmenter(load_package(recommending), device="cpu")
+    assert auto.quality == "accurate" and auto.settings["mirror_axes"] == (2, 1)
+    assert Segmenter(load_package(recommending), device="cpu", quality="fast").settings["mirror_axes"] == ()
+    assert Segmenter(load_package(tiny_package), device="cpu").quality == "fast"
+    result = _segmenter(recommending).segment(simple_head(blob_index=(50.0, 50.0, 12.0)))
+    assert result.quality == "accurate"

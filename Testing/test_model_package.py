@@ -175,6 +175,8 @@ def test_card_round_trip_with_parent():
         ({"weights": [{"file": "../evil.pt", "sha256": "0" * 64}]}, "must be a plain file name"),
         ({"weights": [{"file": "w.pt", "sha256": "xyz"}]}, "sha256 must be 64"),
         ({"schema_version": 99}, "schema_version 99 is not supported"),
+        ({"inference": {"quality": "turbo"}}, "inference.quality (the recommended quality) must be one of fast"),
+        ({"inference": [32, 96, 96]}, "'inference' must be an object"),
     ],
 )
 def test_card_validation_messages(change, expected):

@@ -85,6 +85,19 @@ def test_batch_continues_past_corrupt_file_and_rerun_skips(inputs, tmp_path, tin
     assert (out / "caseA_labels.nii.gz").stat().st_mtime_ns == mtime
 
 
+def test_quality_is_recorded_and_a_different_one_re_segments(inputs, tmp_path, tiny_package, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = _run(capsys, inputs / "caseA.nii.gz", "-o", out, "--model", tiny_package)
+    assert code == 0
+    assert json.loads((out / "caseA_volumes.json").read_text())["quality"] == "fast"  # auto; no recommendation
+    assert parse_progress_line(stdout.splitlines()[0])["quality"] == "fast"
+    _run(capsys, inputs / "caseA.nii.gz", "-o", out, "--model", tiny_package, "--quality", "fast")
+    assert _csv(out / "status.csv")[0]["status"] == "skipped"
+    _run(capsys, inputs / "caseA.nii.gz", "-o", out, "--model", tiny_package, "--quality", "accurate")
+    assert _csv(out / "status.csv")[0]["status"] == "ok"
+    assert json.loads((out / "caseA_volumes.json").read_text())["quality"] == "accurate"
+
+
 def test_sharding_splits_cases(inputs, tmp_path, tiny_package, capsys):
     out = tmp_path / "out"
     assert _run(capsys, inputs, "-o", out, "--model", tiny_package, "--shard", "1/2")[0] == 0

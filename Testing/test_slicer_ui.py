@@ -243,3 +243,26 @@ def test_extension_configures_with_stub_slicer(tmp_path):
     for module in MODULES:
         assert ("unittest", "unittest", f"{module}.py") in recorded
         assert ("script", module, f"{module}.py") in recorded
+
+
+def test_quality_choices_agree_everywhere():
+    """The panel's combo box, the parameter default, the Slicer Lib, the batch script and the CLI."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "ICHSegmentation"))
+    try:
+        from ICHSegmentationLib.batch import build_parser
+        from ICHSegmentationLib.process import QUALITIES
+    finally:
+        sys.path.remove(str(ROOT / "ICHSegmentation"))
+    from ichseg.commands.segment import QUALITY_CHOICES
+    from ichseg.infer import QUALITY_CHOICES as INFER_CHOICES
+
+    assert QUALITIES == QUALITY_CHOICES == INFER_CHOICES and QUALITIES[0] == "auto"
+    tree = ET.parse(ui_file("ICHSegmentation"))
+    combo = next(w for w in tree.iter("widget") if w.get("name") == "qualityComboBox")
+    assert [item.findtext("property/string") for item in combo.findall("item")] == list(QUALITIES)
+    source = (ROOT / "ICHSegmentation" / "ICHSegmentation.py").read_text(encoding="utf-8")
+    assert re.search(r'quality: Annotated\[str, Choice\(list\(QUALITIES\)\)\] = "auto"', source)
+    action = next(a for a in build_parser()._actions if a.dest == "quality")
+    assert tuple(action.choices) == QUALITIES and action.default == "auto"

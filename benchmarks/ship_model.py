@@ -1,13 +1,16 @@
 """Put a trained model package into Resources/Models with its held-out evaluation in the model card.
 
     python benchmarks/ship_model.py MODEL_DIR EVAL_DIR [--test-description TEXT]
-        [--accurate-eval EVAL_DIR_ACCURATE --accurate-description TEXT]
+        [--accurate-eval EVAL_DIR_ACCURATE --accurate-description TEXT] [--recommend-quality accurate]
 
 Copies the package to ``Resources/Models/<id>-<version>/``, stores the summary of
 ``EVAL_DIR/metrics.json`` (from ``ichseg evaluate``) under ``metrics.test`` in its ``model.json``
 (the weights, and so their SHA-256, are untouched), copies ``metrics.md`` and the plots beside it,
 and makes it the default in ``Resources/Models/registry.json``.  An evaluation of the same cases with
-``--quality accurate`` goes under ``metrics.test_accurate`` (``evaluation/accurate/``).
+``--quality accurate`` goes under ``metrics.test_accurate`` (``evaluation/accurate/``), and
+``--recommend-quality`` writes ``inference.quality``: what ``--quality auto`` (the default of
+``ichseg segment``, Slicer and the batch script) uses with this model.  Recommending ``accurate``
+needs its evaluation.
 """
 
 from __future__ import annotations
@@ -56,7 +59,10 @@ def main() -> int:
     ap.add_argument("--test-description", default="")
     ap.add_argument("--accurate-eval", type=Path, help="the same test cases segmented with --quality accurate")
     ap.add_argument("--accurate-description", default="")
+    ap.add_argument("--recommend-quality", choices=("fast", "accurate"), default="fast")
     args = ap.parse_args()
+    if args.recommend_quality == "accurate" and args.accurate_eval is None:
+        ap.error("--recommend-quality accurate needs --accurate-eval (the evaluation behind the recommendation)")
     package = load_package(args.model)  # verifies the checksums
     card = package.card
     dest_root = ROOT / "Resources" / "Models"
@@ -75,6 +81,7 @@ def main() -> int:
         for name in ("metrics.md", "bland_altman.png", "volume_scatter.png"):
             if (eval_dir / name).is_file():
                 shutil.copy2(eval_dir / name, evaluation / name)
+    data.setdefault("inference", {})["quality"] = args.recommend_quality
     write_json_atomic(dest / "model.json", data)
     load_package(dest)  # the shipped copy still loads and verifies
     write_json_atomic(

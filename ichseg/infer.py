@@ -34,16 +34,37 @@ from .model.package import ModelPackage
 from .postprocess import postprocess
 from .preprocess import Prepared, labels_to_original, prepare_image
 
-__all__ = ["Quality", "SegmentationResult", "Segmenter", "select_device", "QUALITY_SETTINGS"]
+__all__ = [
+    "QUALITY_CHOICES",
+    "QUALITY_SETTINGS",
+    "Quality",
+    "SegmentationResult",
+    "Segmenter",
+    "resolve_quality",
+    "select_device",
+]
 
-Quality = Literal["fast", "accurate"]
+Quality = Literal["auto", "fast", "accurate"]
 ProgressFn = Callable[[str, float, str], None]
 
-#: What each quality mode does.  "fast" is the default of the command line and of Slicer.
+#: What each quality mode does.
 QUALITY_SETTINGS: dict[str, dict[str, Any]] = {
     "fast": {"mirror_axes": (), "overlap": 0.25},
     "accurate": {"mirror_axes": (2, 1), "overlap": 0.5},
 }
+#: Choices offered to users; "auto" (the default of the command line, Slicer and batch jobs) is the
+#: quality the model card recommends (``inference.quality``), "fast" for a card without one.
+QUALITY_CHOICES: tuple[str, ...] = ("auto", *QUALITY_SETTINGS)
+
+
+def resolve_quality(quality: str, inference: dict[str, Any]) -> str:
+    """The concrete quality mode for a requested one: ``auto`` → the card's ``inference.quality``."""
+    if quality not in QUALITY_CHOICES:
+        raise ValueError(f"quality must be one of {', '.join(QUALITY_CHOICES)}, got {quality!r}")
+    if quality != "auto":
+        return quality
+    recommended = inference.get("quality", "fast")
+    return recommended if recommended in QUALITY_SETTINGS else "fast"
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -79,6 +100,7 @@ class SegmentationResult:
     postprocess: dict[str, int] = field(default_factory=dict)
     working_shape_zyx: tuple[int, int, int] | None = None
     window_zyx: tuple[int, int, int] | None = None
+    quality: str = ""  # the quality mode used (auto resolved)
 
 
 def _divisor(architecture: dict[str, Any]) -> np.ndarray:
@@ -108,21 +130,19 @@ class Segmenter:
         package: ModelPackage,
         *,
         device: str = "auto",
-        quality: Quality = "fast",
+        quality: Quality = "auto",
         threads: int | None = None,
         bf16: bool = False,
         overlap: float | None = None,
         sw_batch_size: int = 1,
     ) -> None:
-        if quality not in QUALITY_SETTINGS:
-            raise ValueError(f"quality must be one of {', '.join(QUALITY_SETTINGS)}")
+        self.quality = resolve_quality(quality, package.card.inference)
         if threads:
             torch.set_num_threads(int(threads))
         self.package = package
         self.card = package.card
         self.device = select_device(device)
-        self.quality = quality
-        self.settings = dict(QUALITY_SETTINGS[quality])
+        self.settings = dict(QUALITY_SETTINGS[self.quality])
         if overlap is not None:
             self.settings["overlap"] = float(overlap)
         self.bf16 = bool(bf16)
@@ -223,6 +243,7 @@ class Segmenter:
             postprocess=removed,
             working_shape_zyx=tuple(int(v) for v in prepared.hu.shape),  # type: ignore[arg-type]
             window_zyx=window,  # type: ignore[arg-type]
+            quality=self.quality,
         )
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .process import BackgroundProcess, ichseg_command, ichseg_environment
+from .process import QUALITIES, BackgroundProcess, ichseg_command, ichseg_environment
 
 __all__ = ["EXIT_BAD_ARGUMENTS", "build_parser", "dependencies_problem", "exit_application", "run_batch", "run_echoed"]
 
@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--model", default="current", help="model id@version, version or package path")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--quality", choices=("fast", "accurate"), default="fast")
+    p.add_argument(
+        "--quality", choices=QUALITIES, default="auto", help="auto (default): what the model card recommends"
+    )
     p.add_argument("--force", action="store_true", help="re-segment cases already done")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--timeout", type=float, help="cancel after this many seconds")

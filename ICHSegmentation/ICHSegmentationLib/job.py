@@ -20,7 +20,7 @@ from pathlib import Path
 import slicer
 
 from . import segments
-from .process import ichseg_command
+from .process import QUALITIES, ichseg_command
 
 __all__ = ["DEVICE_ARGUMENTS", "SegmentationJob", "import_result", "prepare_segmentation"]
 
@@ -66,7 +66,7 @@ def prepare_segmentation(
     *,
     model: str = "current",
     device: str = "auto",
-    quality: str = "fast",
+    quality: str = "auto",
     work_root: str | os.PathLike | None = None,
     python: str | None = None,
     extra_args: list[str] | None = None,
@@ -78,8 +78,8 @@ def prepare_segmentation(
         raise ValueError(f"'{volume_node.GetName()}' is a label map, not a CT")
     if device not in DEVICE_ARGUMENTS:
         raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_ARGUMENTS)}")
-    if quality not in ("fast", "accurate"):
-        raise ValueError(f"unknown quality {quality!r}; choose fast or accurate")
+    if quality not in QUALITIES:
+        raise ValueError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
     work_dir = Path(tempfile.mkdtemp(prefix="ICHSegmentation-", dir=work_root))
     try:
         input_path = work_dir / f"{CASE_NAME}.nrrd"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "QUALITIES",
     "BackgroundProcess",
     "ProcessOutcome",
     "ichseg_command",
@@ -35,6 +36,8 @@ __all__ = [
     "python_executable",
 ]
 
+#: ``ichseg segment --quality`` choices; auto (the default) is what the model card recommends.
+QUALITIES = ("auto", "fast", "accurate")
 #: Lines of output kept for the error message of a failed run.
 LOG_TAIL_LINES = 40
 _EOF = object()

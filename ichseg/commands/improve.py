@@ -76,7 +76,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="dice_empty1",
         help="Dice over all held-out cases (empty+empty = 1; default) or over the cases with the class",
     )
-    d.add_argument("--quality", choices=("fast", "accurate"), default="fast", help="inference quality of the gate")
+    d.add_argument(
+        "--quality",
+        choices=("auto", "fast", "accurate"),
+        default="auto",
+        help="inference quality of the gate (auto, the default: what each model's card recommends)",
+    )
     d.add_argument("--fail-if-refused", action="store_true", help=f"exit {REFUSED_EXIT_CODE} when refused")
     o = p.add_argument_group("fine-tuning")
     o.add_argument("--steps", type=int, default=300, help="training steps (default 300)")

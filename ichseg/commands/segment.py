@@ -21,6 +21,7 @@ from typing import Any
 NAME = "segment"
 HELP = "segment ICH, PHE and IVH on CT scans"
 OUTPUT_SUFFIXES = ("_labels.nii.gz", ".seg.nrrd", "_overlay.png", "_volumes.json")
+QUALITY_CHOICES = ("auto", "fast", "accurate")  # = ichseg.infer.QUALITY_CHOICES (not imported: torch)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", help="model package path, id@version, version or id (default: the current model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--quality", choices=("fast", "accurate"), default="fast", help="accurate adds mirroring TTA")
+    p.add_argument(
+        "--quality",
+        choices=QUALITY_CHOICES,
+        default="auto",
+        help="fast: one pass; accurate: mirroring TTA and more window overlap (about 3x slower); "
+        "auto (default): what the model card recommends",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all available cores)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU (where supported)")
     p.add_argument("--shard", help="process only shard i of N (i/N, 0-based); default from RANK/WORLD_SIZE")
@@ -39,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=("json", "bar", "quiet"), help="progress output (default: bar on a terminal)")
 
 
-def _is_done(out: Path, case: str, model_ref: str) -> bool:
+def _is_done(out: Path, case: str, model_ref: str, quality: str) -> bool:
+    """Outputs of ``case`` exist and were made with this model and quality (older records: any quality)."""
     marker = out / f"{case}_volumes.json"
     if not marker.is_file():
         return False
@@ -48,7 +56,8 @@ def _is_done(out: Path, case: str, model_ref: str) -> bool:
     except (OSError, ValueError):
         return False
     needed = [out / f"{case}{s}" for s in OUTPUT_SUFFIXES if s != "_overlay.png"]
-    return data.get("model", {}).get("ref") == model_ref and all(p.is_file() for p in needed)
+    same = data.get("model", {}).get("ref") == model_ref and data.get("quality") in (None, quality)
+    return same and all(p.is_file() for p in needed)
 
 
 def write_case_outputs(
@@ -71,6 +80,7 @@ def write_case_outputs(
         "case": case,
         "input": str(source),
         "model": {"ref": entry.ref, "id": entry.id, "version": entry.version, "path": str(entry.path)},
+        "quality": result.quality,
         "warnings": result.warnings,
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         "postprocess_removed_voxels": result.postprocess,
@@ -110,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import collect_cases, parse_shard, select_shard, shard_from_env
     from ..errors import IchsegError
     from ..fileutil import write_text_atomic
-    from ..infer import Segmenter
+    from ..infer import Segmenter, resolve_quality
     from ..io import read_image
     from ..model.package import load_package
     from ..model.registry import resolve_model
@@ -122,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     cases = select_shard(cases, index, count)
     out: Path = args.out
     entry = resolve_model(args.model)
-    progress.emit("model", 0.0, f"model {entry.ref} ({entry.source})", model=entry.ref)
+    quality = resolve_quality(args.quality, entry.card.inference)
+    progress.emit(
+        "model", 0.0, f"model {entry.ref} ({entry.source}), {quality} quality", model=entry.ref, quality=quality
+    )
     segmenter: Segmenter | None = None
     statuses: list[dict[str, str]] = []
     n = len(cases)
@@ -132,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         def report(stage: str, fraction: float, message: str, _case=case.name, _base=base) -> None:
             progress.emit(stage, _base + fraction / max(n, 1), f"{_case}: {message}", case=_case)
 
-        if not args.force and _is_done(out, case.name, entry.ref):
+        if not args.force and _is_done(out, case.name, entry.ref, quality):
             statuses.append(
                 {"case": case.name, "status": "skipped", "message": "already done with this model", "seconds": "0"}
             )
@@ -147,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 segmenter = Segmenter(
                     load_package(entry.path),
                     device=args.device,
-                    quality=args.quality,
+                    quality=quality,  # type: ignore[arg-type]
                     threads=args.threads,
                     bf16=args.bf16,
                 )
@@ -191,7 +204,7 @@ def segment_for_demo(sample: Path, out: Path) -> int:
             out=out,
             model=None,
             device="auto",
-            quality="fast",
+            quality="auto",
             threads=None,
             bf16=False,
             shard=None,

@@ -81,7 +81,7 @@ def evaluate_models(
     *,
     device: str = "auto",
     threads: int | None = None,
-    quality: str = "fast",
+    quality: str = "auto",
     bf16: bool = False,
     report: Callable[[int, int, str], None] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], float]:

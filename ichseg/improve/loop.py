@@ -89,7 +89,7 @@ class ImproveConfig:
     device: str = "auto"
     threads: int | None = None
     bf16: bool = False
-    quality: str = "fast"  # inference quality of the held-out evaluation
+    quality: str = "auto"  # inference quality of the held-out evaluation (auto: the models' cards)
     cache_workers: int = 1
     run_dir: Path | None = None  # default: <user models>/.improve/runs/<run id>
     work_dir: Path | None = None  # default: <user models>/.improve/work
@@ -134,8 +134,8 @@ class ImproveConfig:
             raise InputError(f"--replay-fraction must be in [0, 1), got {self.replay_fraction}")
         if self.replay_cases is not None and self.replay_cases < 1:
             raise InputError(f"--replay-cases must be at least 1, got {self.replay_cases}")
-        if self.quality not in ("fast", "accurate"):
-            raise InputError(f"--quality must be fast or accurate, got {self.quality!r}")
+        if self.quality not in ("auto", "fast", "accurate"):
+            raise InputError(f"--quality must be auto, fast or accurate, got {self.quality!r}")
         if self.min_train_cases < 1:
             raise InputError("min_train_cases must be at least 1")
         if self.checkpoint_every < 1:

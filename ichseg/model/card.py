@@ -32,6 +32,8 @@ SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]
 MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$")
+#: Inference quality modes (the keys of ``ichseg.infer.QUALITY_SETTINGS``); a card may recommend one.
+QUALITY_MODES = ("fast", "accurate")
 
 
 class CardError(InputError):
@@ -116,7 +118,7 @@ class ModelCard:
     description: str = ""
     created: str = field(default_factory=utc_now)
     classes: list[dict[str, Any]] = field(default_factory=default_classes)
-    inference: dict[str, Any] = field(default_factory=dict)  # patch_size_zyx, overlap, mode, tta
+    inference: dict[str, Any] = field(default_factory=dict)  # patch_size_zyx, overlap, mode, quality
     metrics: dict[str, Any] = field(default_factory=dict)
     parent: ParentRef | None = None
     weights: list[WeightsFile] = field(default_factory=list)
@@ -218,6 +220,13 @@ class ModelCard:
                 p.append(f"training.steps must be a non-negative integer, got {steps!r}")
         if not isinstance(self.metrics, Mapping):
             p.append("'metrics' must be an object")
+        if not isinstance(self.inference, Mapping):
+            p.append("'inference' must be an object")
+        elif self.inference.get("quality", "fast") not in QUALITY_MODES:
+            p.append(
+                f"inference.quality (the recommended quality) must be one of {', '.join(QUALITY_MODES)}, "
+                f"got {self.inference.get('quality')!r}"
+            )
         if self.parent is not None:
             if not MODEL_ID.match(self.parent.id):
                 p.append(f"parent.id is not a valid model id: {self.parent.id!r}")
