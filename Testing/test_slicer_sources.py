@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -34,6 +35,25 @@ def test_user_versions_listed_newest_first_with_current_marked(tmp_path, monkeyp
     assert [c.current for c in choices] == [False, True]
     assert "[current]" in choices[1].label and "(fine-tuned)" in choices[0].label
     assert "0.0.1" in choices[1].summary and "Research use only" in choices[1].summary
+    assert "Recommended quality: fast" in choices[1].summary and "Dice: not recorded" in choices[1].summary
+
+
+def test_summary_shows_the_recommended_quality_and_its_test_dice(tmp_path, monkeypatch):
+    models_dir = tmp_path / "models"
+    monkeypatch.setenv("ICHSEG_MODELS_DIR", str(models_dir))
+    monkeypatch.setattr(registry, "shipped_models_dir", lambda: tmp_path / "no-shipped-models")
+    package = make_tiny_package(models_dir / "tiny-test-0.0.1")
+    card = json.loads((package / "model.json").read_text())
+
+    def test_metrics(ich: float) -> dict:
+        return {"n_cases": 50, "classes": {"ICH": {"dice_pos_mean": ich}, "PHE": {"dice_pos_mean": None}}}
+
+    card["metrics"] = {"test": test_metrics(0.58), "test_accurate": test_metrics(0.73)}
+    card["inference"]["quality"] = "accurate"
+    (package / "model.json").write_text(json.dumps(card))
+    (choice,) = model_choices()
+    assert "Recommended quality: accurate" in choice.summary
+    assert "Test Dice (50 cases, accurate): ICH 0.73" in choice.summary and "0.58" not in choice.summary
 
 
 def test_bundled_sample_is_registered_with_its_checksum():

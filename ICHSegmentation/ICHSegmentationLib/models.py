@@ -20,17 +20,22 @@ class ModelChoice:
     current: bool
 
 
-def _dice_text(metrics: dict) -> str:
-    """Held-out test Dice (``metrics.test``, see benchmarks/ship_model.py), else the validation Dice."""
-    test = metrics.get("test")
-    if isinstance(test, dict) and isinstance(test.get("classes"), dict):
+def _dice_text(metrics: dict, quality: str = "fast") -> str:
+    """Held-out test Dice in the recommended quality (``metrics.test`` is fast, ``metrics.test_<quality>``
+    the others; see benchmarks/ship_model.py), else the validation Dice."""
+    keys = ["test"] if quality == "fast" else [f"test_{quality}", "test"]
+    for key in keys:
+        test = metrics.get(key)
+        if not isinstance(test, dict) or not isinstance(test.get("classes"), dict):
+            continue
         parts = [
-            f"{key} {c['dice_pos_mean']:.2f}"
-            for key, c in test["classes"].items()
+            f"{name} {c['dice_pos_mean']:.2f}"
+            for name, c in test["classes"].items()
             if isinstance(c, dict) and c.get("dice_pos_mean") is not None
         ]
         if parts:
-            return f"Test Dice ({test.get('n_cases', '?')} cases): " + ", ".join(parts)
+            mode = "fast" if key == "test" else quality
+            return f"Test Dice ({test.get('n_cases', '?')} cases, {mode}): " + ", ".join(parts)
     folds = metrics.get("folds")
     if isinstance(folds, dict):
         for fold in folds.values():
@@ -43,13 +48,15 @@ def _dice_text(metrics: dict) -> str:
 
 
 def card_summary(entry: ModelEntry) -> str:
-    """A few lines for the tooltip: name, version, source, training, metrics, parent."""
+    """A few lines for the tooltip: name, version, source, training, recommended quality, metrics, parent."""
     card = entry.card
     training = card.training or {}
+    quality = card.inference.get("quality", "fast")
     lines = [
         f"{card.name or card.id} {card.version} ({entry.source})",
         f"Created {card.created[:10]}; trained {training.get('steps', '?')} steps, loss {training.get('loss', '?')}",
-        _dice_text(card.metrics or {}),
+        f"Recommended quality: {quality} (what 'auto' uses)",
+        _dice_text(card.metrics or {}, quality),
     ]
     if card.parent is not None:
         lines.append(f"Fine-tuned from {card.parent.id}@{card.parent.version}")
