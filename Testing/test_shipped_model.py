@@ -31,6 +31,11 @@ def test_the_registry_default_is_a_verified_package_under_20_mb_with_its_test_ev
     assert all(0.0 <= c["dice_pos_mean"] <= 1.0 for c in test["classes"].values())
     assert (folder / "evaluation" / "metrics.md").is_file()
     assert card.training["steps"] > 0 and card.parent is not None  # traceable to its parent
+    recommended = card.inference.get("quality", "fast")
+    if recommended != "fast":  # a recommendation (used by --quality auto) is backed by its evaluation
+        backing = card.metrics[f"test_{recommended}"]
+        assert backing["n_cases"] == test["n_cases"]
+        assert backing["classes"]["ICH"]["dice_pos_mean"] >= test["classes"]["ICH"]["dice_pos_mean"]
     (net,) = package.build_networks("cpu")
     assert sum(p.numel() for p in net.parameters()) > 100_000  # a real network, not a stub
 
