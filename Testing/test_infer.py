@@ -12,7 +12,15 @@ import torch
 from conftest import simple_head, tilt_direction
 
 from ichseg.errors import InputError
-from ichseg.infer import QUALITY_CHOICES, QUALITY_SETTINGS, Segmenter, choose_window, resolve_quality, select_device
+from ichseg.infer import (
+    QUALITY_CHOICES,
+    QUALITY_SETTINGS,
+    Segmenter,
+    choose_window,
+    resolve_quality,
+    select_device,
+    window_probabilities,
+)
 from ichseg.model import MODEL_JSON, load_package
 from ichseg.model.card import QUALITY_MODES
 from ichseg.preprocess import DEFAULT_WINDOW
@@ -99,6 +107,21 @@ def test_accurate_mode_runs_mirrored_passes(tiny_package):
     # a symmetric threshold model gives (nearly) the same answer with mirroring
     a, b = sitk.GetArrayFromImage(fast), sitk.GetArrayFromImage(accurate)
     assert (a == b).mean() > 0.999
+
+
+def test_window_probabilities_average_networks_and_flips():
+    torch.manual_seed(0)
+    nets = [torch.nn.Conv3d(1, 4, 3, padding=1).eval() for _ in range(2)]
+    x = torch.rand(1, 1, 8, 12, 10)
+    with torch.inference_mode():
+        got = window_probabilities(nets, x, (8, 12, 10), overlap=0.0, mirror_axes=(2,))
+        want = (
+            sum(torch.softmax(net(x), 1) + torch.flip(torch.softmax(net(torch.flip(x, (4,))), 1), (4,)) for net in nets)
+            / 4
+        )
+    assert got.shape == (1, 4, 8, 12, 10)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.sum(1), torch.ones(1, 8, 12, 10))
 
 
 def test_random_network_runs_end_to_end(tiny_package):

@@ -241,3 +241,13 @@ def test_bf16_autocast_on_cpu_trains(blobs, tmp_path):
     res = run_training(_tiny([blobs], tmp_path / "bf16", steps=3, bf16=True, val_cases=0))
     assert all(torch.isfinite(torch.tensor(res.results[0].losses)))
     assert load_package(res.package).card.training["precision"] == "bf16 autocast (CPU)"
+
+
+def test_validation_in_accurate_quality_keeps_the_best_weights(blobs, tmp_path):
+    res = run_training(_tiny([blobs], tmp_path / "acc", steps=4, val_every=2, val_quality="accurate", keep="best"))
+    card = load_package(res.package).card
+    assert card.training["val_quality"] == "accurate" and card.training["keep"] == "best"
+    fold = card.metrics["folds"]["all"]
+    assert fold["best_step"] in (2, 4) and fold["best_mean_dice"] is not None
+    with pytest.raises(InputError, match="validation quality must be fast or accurate"):
+        _tiny([blobs], tmp_path / "bad", val_quality="slow").validate()

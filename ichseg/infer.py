@@ -42,6 +42,7 @@ __all__ = [
     "Segmenter",
     "resolve_quality",
     "select_device",
+    "window_probabilities",
 ]
 
 Quality = Literal["auto", "fast", "accurate"]
@@ -122,6 +123,50 @@ def choose_window(
     return tuple(int(v) for v in patch_zyx)
 
 
+def window_probabilities(
+    networks: Sequence[torch.nn.Module],
+    x: torch.Tensor,
+    window: Sequence[int],
+    *,
+    overlap: float,
+    mirror_axes: Sequence[int] = (),
+    sw_batch_size: int = 1,
+) -> torch.Tensor:
+    """Softmax probabilities (N, C, z, y, x) of a normalised volume (N, 1, z, y, x), float32.
+
+    Sliding windows with Gaussian blending (padding with the volume's minimum, i.e. air), averaged
+    over the networks (fold ensemble) and over every combination of flips along ``mirror_axes``
+    (axes of the (z, y, x) volume).  Shared by inference and training validation so that model
+    selection scores what users get.  The caller sets inference mode and autocast.
+    """
+    flips: list[tuple[int, ...]] = [()]
+    for axis in mirror_axes:  # +2 for the (N, C) axes
+        flips += [(*f, axis + 2) for f in flips]
+    total: torch.Tensor | None = None
+    for net in networks:
+        for flip in flips:
+            xi = torch.flip(x, flip) if flip else x
+            logits = sliding_window_inference(
+                xi,
+                roi_size=list(window),
+                sw_batch_size=sw_batch_size,
+                predictor=net,
+                overlap=overlap,
+                mode="gaussian",
+                padding_mode="constant",
+                cval=float(x.min()),
+            )
+            if isinstance(logits, list | tuple):  # deep supervision heads: the full-resolution one
+                logits = logits[0]
+            probs = torch.softmax(logits.float(), dim=1)
+            if flip:
+                probs = torch.flip(probs, flip)
+            total = probs if total is None else total.add_(probs)
+    if total is None:
+        raise ValueError("no networks to predict with")
+    return total / (len(networks) * len(flips))
+
+
 class Segmenter:
     """A loaded model ready to segment CT images."""
 
@@ -171,34 +216,16 @@ class Segmenter:
         """Class probabilities (C, z, y, x) float32 on the cropped working grid, and the window used."""
         x = torch.from_numpy(np.ascontiguousarray(prepared.normalized()))[None, None].to(self.device)
         window = choose_window(x.shape[2:], self.patch_zyx, self.divisor, self.settings["max_window_voxels"])
-        flips: list[tuple[int, ...]] = [()]
-        for axis in self.settings["mirror_axes"]:  # axes of the (z, y, x) volume; +2 for (N, C)
-            flips += [(*f, axis + 2) for f in flips]
-        total = None
-        n = 0
         with torch.inference_mode(), self._autocast():
-            for net in self.networks:
-                for flip in flips:
-                    xi = torch.flip(x, flip) if flip else x
-                    logits = sliding_window_inference(
-                        xi,
-                        roi_size=window,
-                        sw_batch_size=self.sw_batch_size,
-                        predictor=net,
-                        overlap=self.settings["overlap"],
-                        mode="gaussian",
-                        padding_mode="constant",
-                        cval=float(x.min()),
-                    )
-                    if isinstance(logits, list | tuple):
-                        logits = logits[0]
-                    probs = torch.softmax(logits.float(), dim=1)
-                    if flip:
-                        probs = torch.flip(probs, flip)
-                    total = probs if total is None else total.add_(probs)
-                    n += 1
-        assert total is not None
-        out = (total / n)[0].to("cpu", torch.float32).numpy()
+            probs = window_probabilities(
+                self.networks,
+                x,
+                window,
+                overlap=self.settings["overlap"],
+                mirror_axes=self.settings["mirror_axes"],
+                sw_batch_size=self.sw_batch_size,
+            )
+        out = probs[0].to("cpu", torch.float32).numpy()
         if out.shape[0] != NUM_CLASSES:
             raise RuntimeError(f"model produced {out.shape[0]} channels, expected {NUM_CLASSES}")
         return out, window

@@ -410,6 +410,7 @@ def training_summary(
         "class_ratios": list(cfg.class_ratios),
         "negative_hu": None if cfg.negative_hu is None else list(cfg.negative_hu),
         "keep": cfg.keep,
+        "val_quality": cfg.val_quality,
         "device": str(rt.device),
         "world_size": rt.info.world_size,
         "precision": precision(rt.device, cfg.amp, cfg.bf16)[2],

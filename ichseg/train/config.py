@@ -59,6 +59,7 @@ class TrainConfig:
     num_workers: int | None = None  # data-loader workers (default: 0 on CPU, 4 on CUDA)
     cache_workers: int = 1
     val_every: int = 250
+    val_quality: str = "fast"  # inference mode of validation: "fast" or "accurate" (mirroring, overlap 0.5)
     checkpoint_every: int = 50
     log_every: int = 10
     resume: bool = False
@@ -102,6 +103,8 @@ class TrainConfig:
             len(self.negative_hu) == 2 and float(self.negative_hu[0]) < float(self.negative_hu[1])
         ):
             raise InputError(f"negative HU range must be LO,HI with LO < HI, got {self.negative_hu}")
+        if self.val_quality not in ("fast", "accurate"):
+            raise InputError(f"validation quality must be fast or accurate, got {self.val_quality!r}")
         for name in ("val_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1")
@@ -133,6 +136,7 @@ class TrainConfig:
             "cache_workers",
             "threads",
             "val_every",
+            "val_quality",
             "checkpoint_every",
             "log_every",
             "name",

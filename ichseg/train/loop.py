@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from monai.metrics import DiceMetric
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import labels
 from ..errors import IchsegError, InputError
 from ..fileutil import atomic_output
+from ..infer import QUALITY_SETTINGS, window_probabilities
 from ..preprocess import Normalization, normalize
 from ..progress import Progress
 from .cache import CachedCase
@@ -207,9 +207,14 @@ def validate(
     normalization: Normalization,
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    overlap: float = 0.25,
+    quality: str = "fast",
 ) -> dict[str, float | None]:
-    """Sliding-window Dice per class (nan-mean over cases where the class is present) and their mean."""
+    """Dice per class (nan-mean over cases where the class is present) and their mean.
+
+    Predicts like ``ichseg segment`` in the given quality mode (same windows, overlap, padding and
+    mirroring), so that ``keep="best"`` selects the weights that are best for what users run.
+    """
+    settings = QUALITY_SETTINGS[quality]
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -219,11 +224,16 @@ def validate(
         for case in cases:
             img, seg = case.arrays(mmap=True)
             x = torch.from_numpy(normalize(np.asarray(img, dtype=np.float32), normalization))[None, None].to(device)
-            with autocast():
-                logits = sliding_window_inference(
-                    x, roi_size=list(patch_zyx), sw_batch_size=2, predictor=net, overlap=overlap, mode="gaussian"
+            with torch.inference_mode(), autocast():
+                probs = window_probabilities(
+                    [net],
+                    x,
+                    patch_zyx,
+                    overlap=settings["overlap"],
+                    mirror_axes=settings["mirror_axes"],
+                    sw_batch_size=2,
                 )
-            pred = logits.float().argmax(1, keepdim=True)
+            pred = probs.argmax(1, keepdim=True)
             y = torch.from_numpy(np.asarray(seg, dtype=np.int64))[None, None].to(device)
             rows.append(metric(y_pred=pred, y=y).cpu().numpy()[0])
     finally:
@@ -402,7 +412,7 @@ def run_loop(
         dice = None
         if val_cases and (step % cfg.val_every == 0 or step == cfg.steps):
             if info.is_main:
-                dice = validate(model, val_cases, patch_zyx, normalization, device, autocast)
+                dice = validate(model, val_cases, patch_zyx, normalization, device, autocast, cfg.val_quality)
                 val_history.append({"step": step, "dice": dice})
                 score = dice.get("mean")
                 if score is not None and (best_score is None or score > best_score):
