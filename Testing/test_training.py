@@ -247,6 +247,7 @@ def test_validation_in_accurate_quality_keeps_the_best_weights(blobs, tmp_path):
     res = run_training(_tiny([blobs], tmp_path / "acc", steps=4, val_every=2, val_quality="accurate", keep="best"))
     card = load_package(res.package).card
     assert card.training["val_quality"] == "accurate" and card.training["keep"] == "best"
+    assert card.metrics["validation"].endswith("predicted in accurate quality")
     fold = card.metrics["folds"]["all"]
     assert fold["best_step"] in (2, 4) and fold["best_mean_dice"] is not None
     with pytest.raises(InputError, match="validation quality must be fast or accurate"):

@@ -230,8 +230,10 @@ def chosen_state(cfg: TrainConfig, res: LoopResult) -> dict[str, torch.Tensor]:
     return res.state_dict
 
 
-def metrics_of(folds: Sequence[int | None], results: Sequence[LoopResult]) -> dict[str, Any]:
-    out: dict[str, Any] = {"validation": "sliding-window Dice per class on held-out cases (mean over cases)"}
+def metrics_of(folds: Sequence[int | None], results: Sequence[LoopResult], quality: str = "fast") -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "validation": f"Dice per class on held-out cases (mean over cases), predicted in {quality} quality"
+    }
     per = {}
     for f, r in zip(folds, results, strict=True):
         per["all" if f is None else str(f)] = {
@@ -352,7 +354,7 @@ def _run_training(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             plan=plan.to_dict(),
             training=training_summary(cfg, rt, data, splits, results, lr),
             inference=plan.inference(),
-            metrics=metrics_of(folds, results),
+            metrics=metrics_of(folds, results, cfg.val_quality),
         )
         package = write_package(cfg, rt, card, folds, results, "model package written")
     barrier(rt.info)

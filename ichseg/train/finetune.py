@@ -182,7 +182,7 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
             plan=pc.plan,
             training=summary,
             inference=pc.inference,
-            metrics=metrics_of(folds, results),
+            metrics=metrics_of(folds, results, cfg.val_quality),
             parent=ParentRef(pc.id, pc.version, first.sha256, first.file),
         )
         package = write_package(cfg, rt, card, folds, results, "fine-tuned model package written")
