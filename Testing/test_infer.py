@@ -17,6 +17,7 @@ from ichseg.infer import (
     QUALITY_SETTINGS,
     Segmenter,
     choose_window,
+    quality_warning,
     resolve_quality,
     select_device,
     window_probabilities,
@@ -166,3 +167,17 @@ def test_auto_quality_is_what_the_card_recommends(tiny_package, tmp_path):
     assert Segmenter(load_package(tiny_package), device="cpu").quality == "fast"
     result = _segmenter(recommending).segment(simple_head(blob_index=(50.0, 50.0, 12.0)))
     assert result.quality == "accurate"
+
+
+def test_a_quality_other_than_the_recommended_one_is_warned_about(tiny_package):
+    card = load_package(tiny_package).card
+    assert quality_warning(card, "fast") is None and quality_warning(card, "accurate") is None  # no recommendation
+    card.inference["quality"] = "accurate"
+    assert quality_warning(card, "accurate") is None
+    assert quality_warning(card, "fast") == f"model {card.id}@{card.version} is meant to run with --quality accurate"
+
+    def summary(dice):
+        return {"n_cases": 50, "classes": {"ICH": {"dice_pos_mean": dice}}}
+
+    card.metrics = {**card.metrics, "test": summary(0.3), "test_accurate": summary(0.76)}
+    assert quality_warning(card, "fast").endswith("(held-out ICH Dice 0.76; with fast: 0.30)")

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from conftest import simple_head, tilt_direction
 
 from ichseg.cli import main
+from ichseg.model import MODEL_JSON
 from ichseg.progress import parse_progress_line
 from ichseg.volumes import measure
 
@@ -96,6 +97,18 @@ def test_quality_is_recorded_and_a_different_one_re_segments(inputs, tmp_path, t
     _run(capsys, inputs / "caseA.nii.gz", "-o", out, "--model", tiny_package, "--quality", "accurate")
     assert _csv(out / "status.csv")[0]["status"] == "ok"
     assert json.loads((out / "caseA_volumes.json").read_text())["quality"] == "accurate"
+
+
+def test_a_quality_against_the_cards_recommendation_is_warned_once(inputs, tmp_path, tiny_package, capsys):
+    recommending = tmp_path / "recommends-accurate"
+    shutil.copytree(tiny_package, recommending)
+    card = json.loads((recommending / MODEL_JSON).read_text())
+    card["inference"]["quality"] = "accurate"
+    (recommending / MODEL_JSON).write_text(json.dumps(card))
+    code, _, stderr = _run(capsys, inputs, "-o", tmp_path / "fast", "--model", recommending, "--quality", "fast")
+    assert code == 0 and stderr.count("is meant to run with --quality accurate") == 1  # two cases, one warning
+    code, _, stderr = _run(capsys, inputs / "caseA.nii.gz", "-o", tmp_path / "auto", "--model", recommending)
+    assert code == 0 and "meant to run" not in stderr
 
 
 def test_sharding_splits_cases(inputs, tmp_path, tiny_package, capsys):

@@ -30,6 +30,7 @@ from monai.inferers import sliding_window_inference
 
 from .checks import check_ct
 from .labels import NUM_CLASSES
+from .model.card import ModelCard, test_metrics
 from .model.package import ModelPackage
 from .postprocess import postprocess
 from .preprocess import Prepared, labels_to_original, prepare_image
@@ -41,6 +42,7 @@ __all__ = [
     "SegmentationResult",
     "Segmenter",
     "resolve_quality",
+    "quality_warning",
     "select_device",
     "window_probabilities",
 ]
@@ -66,6 +68,24 @@ def resolve_quality(quality: str, inference: dict[str, Any]) -> str:
         return quality
     recommended = inference.get("quality", "fast")
     return recommended if recommended in QUALITY_SETTINGS else "fast"
+
+
+def quality_warning(card: ModelCard, quality: str) -> str | None:
+    """A warning when ``quality`` (resolved) is not the one the card recommends, with the held-out ICH Dice of both."""
+    recommended = card.inference.get("quality")
+    if recommended not in QUALITY_SETTINGS or quality == recommended:
+        return None
+
+    def ich_dice(mode: str) -> float | None:
+        summary = test_metrics(card.metrics, mode)
+        ich = summary["classes"].get("ICH") if summary else None
+        return ich.get("dice_pos_mean") if isinstance(ich, dict) else None
+
+    message = f"model {card.id}@{card.version} is meant to run with --quality {recommended}"
+    chosen, best = ich_dice(quality), ich_dice(recommended)
+    if chosen is not None and best is not None:
+        message += f" (held-out ICH Dice {best:.2f}; with {quality}: {chosen:.2f})"
+    return message
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ichseg.errors import IchsegError
+from ichseg.model.card import test_metrics
 from ichseg.model.registry import ModelEntry, current_model, list_models
 
 __all__ = ["ModelChoice", "card_summary", "model_choices"]
@@ -23,10 +24,9 @@ class ModelChoice:
 def _dice_text(metrics: dict, quality: str = "fast") -> str:
     """Held-out test Dice in the recommended quality (``metrics.test`` is fast, ``metrics.test_<quality>``
     the others; see benchmarks/ship_model.py), else the validation Dice."""
-    keys = ["test"] if quality == "fast" else [f"test_{quality}", "test"]
-    for key in keys:
-        test = metrics.get(key)
-        if not isinstance(test, dict) or not isinstance(test.get("classes"), dict):
+    for mode in dict.fromkeys((quality, "fast")):
+        test = test_metrics(metrics, mode)
+        if test is None:
             continue
         parts = [
             f"{name} {c['dice_pos_mean']:.2f}"
@@ -34,7 +34,6 @@ def _dice_text(metrics: dict, quality: str = "fast") -> str:
             if isinstance(c, dict) and c.get("dice_pos_mean") is not None
         ]
         if parts:
-            mode = "fast" if key == "test" else quality
             return f"Test Dice ({test.get('n_cases', '?')} cases, {mode}): " + ", ".join(parts)
     folds = metrics.get("folds")
     if isinstance(folds, dict):

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import collect_cases, parse_shard, select_shard, shard_from_env
     from ..errors import IchsegError
     from ..fileutil import write_text_atomic
-    from ..infer import Segmenter, resolve_quality
+    from ..infer import Segmenter, quality_warning, resolve_quality
     from ..io import read_image
     from ..model.package import load_package
     from ..model.registry import resolve_model
@@ -136,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
     progress.emit(
         "model", 0.0, f"model {entry.ref} ({entry.source}), {quality} quality", model=entry.ref, quality=quality
     )
+    if (warning := quality_warning(entry.card, quality)) is not None:  # once per run, not per case
+        print(f"ichseg segment: warning: {warning}", file=sys.stderr)
     segmenter: Segmenter | None = None
     statuses: list[dict[str, str]] = []
     n = len(cases)

@@ -24,6 +24,7 @@ __all__ = [
     "ModelCard",
     "default_classes",
     "bump_version",
+    "test_metrics",
     "utc_now",
 ]
 
@@ -34,6 +35,16 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 WEIGHTS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.pt$")
 #: Inference quality modes (the keys of ``ichseg.infer.QUALITY_SETTINGS``); a card may recommend one.
 QUALITY_MODES = ("fast", "accurate")
+
+
+def test_metrics(metrics: dict[str, Any] | None, quality: str) -> dict[str, Any] | None:
+    """The held-out test summary measured in a quality mode, or None.
+
+    ``metrics.test`` was measured in fast mode, ``metrics.test_<quality>`` in the others
+    (``benchmarks/ship_model.py`` writes them).
+    """
+    value = (metrics or {}).get("test" if quality == "fast" else f"test_{quality}")
+    return value if isinstance(value, dict) and isinstance(value.get("classes"), dict) else None
 
 
 class CardError(InputError):
