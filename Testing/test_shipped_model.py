@@ -41,7 +41,10 @@ def test_the_registry_default_is_a_verified_package_under_20_mb_with_its_test_ev
 
 
 def test_the_shipped_model_finds_the_sample_hematoma():
-    """End to end on the bundled sample (measured at release: ICH Dice 0.87, volume 64.8 vs 75.5 mL)."""
+    """End to end on the bundled sample, in the quality users get (auto).
+
+    Measured at release of 1.3.0: ICH Dice 0.90, 72.9 vs 75.5 mL (accurate); 0.89 in fast mode.
+    """
     import numpy as np
     import SimpleITK as sitk
 
@@ -50,8 +53,8 @@ def test_the_shipped_model_finds_the_sample_hematoma():
 
     sample = sample_path()
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(sample.with_name("ICH-sample_label.nii.gz"))))
-    segmenter = Segmenter(load_package(_default_package_dir()), quality="fast")
+    segmenter = Segmenter(load_package(_default_package_dir()), quality="auto")
     label = sitk.GetArrayFromImage(segmenter.segment(sitk.ReadImage(str(sample))).label)
     assert label.shape == reference.shape
     ich, ref = label == 1, reference == 1
-    assert 2 * np.logical_and(ich, ref).sum() / (ich.sum() + ref.sum()) >= 0.75
+    assert 2 * np.logical_and(ich, ref).sum() / (ich.sum() + ref.sum()) >= 0.85
