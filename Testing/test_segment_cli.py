@@ -107,6 +107,9 @@ def test_a_quality_against_the_cards_recommendation_is_warned_once(inputs, tmp_p
     (recommending / MODEL_JSON).write_text(json.dumps(card))
     code, _, stderr = _run(capsys, inputs, "-o", tmp_path / "fast", "--model", recommending, "--quality", "fast")
     assert code == 0 and stderr.count("is meant to run with --quality accurate") == 1  # two cases, one warning
+    for case in ("caseA", "caseB"):  # and recorded with each case, where the Slicer module reads warnings
+        warnings = json.loads((tmp_path / "fast" / f"{case}_volumes.json").read_text())["warnings"]
+        assert any("is meant to run with --quality accurate" in w for w in warnings)
     code, _, stderr = _run(capsys, inputs / "caseA.nii.gz", "-o", tmp_path / "auto", "--model", recommending)
     assert code == 0 and "meant to run" not in stderr
 

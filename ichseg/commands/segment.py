@@ -15,6 +15,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,13 @@ def _is_done(out: Path, case: str, model_ref: str, quality: str) -> bool:
 
 
 def write_case_outputs(
-    out: Path, case: str, source: Path, image, result, entry, overlay: bool = True
+    out: Path, case: str, source: Path, image, result, entry, overlay: bool = True, run_warnings: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """Write one case's files (volumes JSON last) and return its volumes record."""
+    """Write one case's files (volumes JSON last) and return its volumes record.
+
+    ``run_warnings`` (about the whole run, e.g. a quality the model is not meant for) are recorded
+    after the case's own, so that whoever reads only this case (the Slicer module) sees them too.
+    """
     import SimpleITK as sitk
 
     from ..fileutil import write_json_atomic
@@ -81,7 +86,7 @@ def write_case_outputs(
         "input": str(source),
         "model": {"ref": entry.ref, "id": entry.id, "version": entry.version, "path": str(entry.path)},
         "quality": result.quality,
-        "warnings": result.warnings,
+        "warnings": [*result.warnings, *run_warnings],
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         "postprocess_removed_voxels": result.postprocess,
         **m.to_dict(),
@@ -136,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     progress.emit(
         "model", 0.0, f"model {entry.ref} ({entry.source}), {quality} quality", model=entry.ref, quality=quality
     )
-    if (warning := quality_warning(entry.card, quality)) is not None:  # once per run, not per case
+    run_warnings = [w for w in (quality_warning(entry.card, quality),) if w is not None]
+    for warning in run_warnings:  # printed once per run, recorded with every case
         print(f"ichseg segment: warning: {warning}", file=sys.stderr)
     segmenter: Segmenter | None = None
     statuses: list[dict[str, str]] = []
@@ -168,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             result = segmenter.segment(image, report)
             report("write", 0.95, "writing outputs")
-            write_case_outputs(out, case.name, case.path, image, result, entry, overlay=not args.no_overlay)
+            write_case_outputs(
+                out, case.name, case.path, image, result, entry, not args.no_overlay, run_warnings=run_warnings
+            )
             message = "; ".join(result.warnings)
             statuses.append({"case": case.name, "status": "ok", "message": message})
             for w in result.warnings:
