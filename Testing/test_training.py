@@ -252,3 +252,7 @@ def test_validation_in_accurate_quality_keeps_the_best_weights(blobs, tmp_path):
     assert fold["best_step"] in (2, 4) and fold["best_mean_dice"] is not None
     with pytest.raises(InputError, match="validation quality must be fast or accurate"):
         _tiny([blobs], tmp_path / "bad", val_quality="slow").validate()
+    from ichseg.commands.train import VAL_QUALITIES
+    from ichseg.model.card import QUALITY_MODES
+
+    assert VAL_QUALITIES == QUALITY_MODES  # the command line offers what the config accepts

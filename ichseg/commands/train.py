@@ -16,6 +16,8 @@ DESCRIPTION = (
     "Distributed: torchrun --nproc_per_node N -m ichseg train ..."
 )
 
+VAL_QUALITIES = ("fast", "accurate")  # = ichseg.model.card.QUALITY_MODES (not imported: torch)
+
 
 def _tuple(kind: Callable[[str], Any], n: int | None = None, name: str = "value") -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
@@ -64,7 +66,7 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-every", type=int, default=250, help="validate every N steps")
     g.add_argument(
         "--val-quality",
-        choices=("fast", "accurate"),
+        choices=VAL_QUALITIES,
         default="fast",
         help="inference mode of validation (accurate: mirroring TTA, overlap 0.5; ~7x slower, less noisy)",
     )

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..model.card import QUALITY_MODES
 from .losses import LOSSES
 from .transforms import DEFAULT_CLASS_RATIOS, DEFAULT_NEGATIVE_HU
 
@@ -103,8 +104,8 @@ class TrainConfig:
             len(self.negative_hu) == 2 and float(self.negative_hu[0]) < float(self.negative_hu[1])
         ):
             raise InputError(f"negative HU range must be LO,HI with LO < HI, got {self.negative_hu}")
-        if self.val_quality not in ("fast", "accurate"):
-            raise InputError(f"validation quality must be fast or accurate, got {self.val_quality!r}")
+        if self.val_quality not in QUALITY_MODES:
+            raise InputError(f"validation quality must be {' or '.join(QUALITY_MODES)}, got {self.val_quality!r}")
         for name in ("val_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1")
