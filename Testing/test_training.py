@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -188,10 +189,16 @@ def test_finetune_without_freeze_changes_encoder(trained, tmp_path):
         threads=1,
         progress="quiet",
         replay_fraction=0.3,
+        patch_size=(16, 64, 64),
     )
     res = run_finetune(cfg)
     child = load_package(res.package)
     assert child.card.version == "2.0.0" and child.card.training["finetune"]["samples"]["replay"] == 0
+    # a larger window: trained with it and recorded for inference
+    assert child.card.inference["patch_size_zyx"] == [16, 64, 64]
+    assert load_package(trained.package).card.inference["patch_size_zyx"] == [16, 32, 32]
+    with pytest.raises(InputError, match="multiple of the network's stride"):
+        run_finetune(replace(cfg, output=tmp_path / "ft3", patch_size=(15, 64, 64)))
     parent = load_package(trained.package)
     assert not torch.equal(
         parent.states[0]["input_block.conv1.conv.weight"], child.states[0]["input_block.conv1.conv.weight"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .train import add_runtime_arguments, common_kwargs
+from .train import _tuple, add_runtime_arguments, common_kwargs
 
 NAME = "finetune"
 HELP = "fine-tune a model package on new cases (lower lr, optional frozen encoder, replay)"
@@ -29,6 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze-encoder", action="store_true", help="train only the decoder")
     p.add_argument("--lr-factor", type=float, default=0.1, help="lr = parent lr x factor (unless --lr)")
     p.add_argument("--loss", help="loss (default: the parent's)")
+    p.add_argument(
+        "--patch",
+        type=_tuple(int, 3, "--patch"),
+        metavar="Z,Y,X",
+        help="training and inference window in voxels (default: the parent's; a larger one gives more context)",
+    )
     add_runtime_arguments(p)
 
 
@@ -44,6 +50,7 @@ def config_from_args(args: argparse.Namespace):
         freeze_encoder=args.freeze_encoder,
         lr_factor=args.lr_factor,
         loss=args.loss,
+        patch_size=args.patch,
     )
     return FinetuneConfig(**kw)
 

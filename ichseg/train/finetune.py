@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -122,9 +123,13 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
         rt.progress.info("no replay data given: the model may forget what it learnt before (use --replay)")
     pre = pc.preprocess_config()
     plan = Plan.from_dict(pc.plan) if pc.plan else None
-    patch = pc.inference.get("patch_size_zyx") or (plan.patch_size_zyx if plan else None)
+    patch = cfg.patch_size or pc.inference.get("patch_size_zyx") or (plan.patch_size_zyx if plan else None)
     if not patch:
         raise InputError(f"model package {parent.source}: its card has no patch size (inference.patch_size_zyx)")
+    divisor = tuple(int(d) for d in np.prod(np.asarray(pc.architecture["strides"], dtype=int), axis=0))
+    if any(int(size) % d for size, d in zip(patch, divisor, strict=True)):
+        raise InputError(f"--patch {tuple(patch)}: each axis must be a multiple of the network's stride {divisor}")
+    inference = {**pc.inference, "patch_size_zyx": [int(v) for v in patch]}
     anisotropic = any(min(k) == 1 for k in pc.architecture["kernels"])
     lr = cfg.lr if cfg.lr is not None else _parent_lr(pc) * cfg.lr_factor
     train_names, val_names = holdout_split(sorted(by_name), cfg.val_cases, cfg.seed)
@@ -181,7 +186,7 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
             preprocessing=pc.preprocessing,
             plan=pc.plan,
             training=summary,
-            inference=pc.inference,
+            inference=inference,
             metrics=metrics_of(folds, results, cfg.val_quality),
             parent=ParentRef(pc.id, pc.version, first.sha256, first.file),
         )
