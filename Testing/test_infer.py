@@ -181,3 +181,31 @@ def test_a_quality_other_than_the_recommended_one_is_warned_about(tiny_package):
 
     card.metrics = {**card.metrics, "test": summary(0.3), "test_accurate": summary(0.76)}
     assert quality_warning(card, "fast").endswith("(held-out ICH Dice 0.76; with fast: 0.30)")
+
+
+class HesitantNet(ThresholdNet):
+    """ThresholdNet with logits shrunk tenfold: the blob is ICH, but with a peak probability below 0.9."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) / 10.0
+
+
+def test_card_confidence_rule_gives_up_hesitant_components(tiny_package, tmp_path):
+    img = simple_head(blob_index=(50.0, 50.0, 12.0))
+    plain = _segmenter(tiny_package)
+    plain.networks = [HesitantNet()]
+    kept = plain.segment(img)
+    assert (sitk.GetArrayFromImage(kept.label) == 1).sum() > 100
+    assert "unconfident_components_1" not in kept.postprocess
+
+    strict = tmp_path / "strict"
+    shutil.copytree(tiny_package, strict)
+    card = json.loads((strict / MODEL_JSON).read_text())
+    card["inference"]["min_component_confidence"] = {"ICH": 0.95}
+    (strict / MODEL_JSON).write_text(json.dumps(card))
+    seg = _segmenter(strict)
+    assert seg.min_confidence == {1: 0.95}
+    seg.networks = [HesitantNet()]
+    dropped = seg.segment(img)
+    assert not (sitk.GetArrayFromImage(dropped.label) == 1).any()
+    assert dropped.postprocess["unconfident_components_1"] > 0

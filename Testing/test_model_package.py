@@ -177,6 +177,9 @@ def test_card_round_trip_with_parent():
         ({"schema_version": 99}, "schema_version 99 is not supported"),
         ({"inference": {"quality": "turbo"}}, "inference.quality (the recommended quality) must be one of fast"),
         ({"inference": [32, 96, 96]}, "'inference' must be an object"),
+        ({"inference": {"min_component_confidence": {"SDH": 0.5}}}, "min_component_confidence: unknown class 'SDH'"),
+        ({"inference": {"min_component_confidence": {"ICH": 1.5}}}, "min_component_confidence[ICH] must be in [0, 1)"),
+        ({"inference": {"min_component_confidence": [0.5]}}, "must map class keys to thresholds"),
     ],
 )
 def test_card_validation_messages(change, expected):

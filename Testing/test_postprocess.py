@@ -1,9 +1,9 @@
-"""Post-processing: small components and PHE without ICH."""
+"""Post-processing: small components, PHE without ICH, unconfident components."""
 
 import numpy as np
 import pytest
 
-from ichseg.postprocess import postprocess
+from ichseg.postprocess import drop_unconfident_components, parse_min_confidence, postprocess
 
 
 def test_small_components_removed_by_physical_size():
@@ -60,3 +60,38 @@ def test_rules_at_the_grid_edges_and_on_an_empty_map():
     assert (label == 1).sum() == 108 and (label == 2).sum() == 36
     empty = np.zeros((3, 4, 5), np.uint8)
     assert set(postprocess(empty, (1.0, 1.0, 1.0)).values()) == {0}
+
+
+def test_unconfident_components_are_given_up_to_the_next_class():
+    probs = np.zeros((4, 8, 20, 20), np.float32)
+    probs[0] = 1.0
+    probs[:, 1:4, 2:6, 2:6] = np.array([0.1, 0.9, 0.0, 0.0])[:, None, None, None]  # confident ICH
+    probs[:, 5:7, 12:16, 12:16] = np.array([0.35, 0.55, 0.1, 0.0])[:, None, None, None]  # hesitant ICH
+    probs[:, 5:7, 2:4, 14:18] = np.array([0.3, 0.0, 0.0, 0.7])[:, None, None, None]  # IVH, no rule for it
+    probs[1, 2, 3, 3] = 0.95  # the confident one's peak
+    report = drop_unconfident_components(probs, parse_min_confidence({"ICH": 0.8}))
+    assert report == {"unconfident_components_1": 2 * 4 * 4}
+    winner = probs.argmax(axis=0)
+    assert (winner[1:4, 2:6, 2:6] == 1).all()
+    assert (winner[5:7, 12:16, 12:16] == 0).all()  # background was next most likely
+    assert (winner[5:7, 2:4, 14:18] == 3).all()
+    assert drop_unconfident_components(probs, {}) == {}
+
+
+def test_min_confidence_spec_uses_class_keys():
+    assert parse_min_confidence({"ich": 0.8, "IVH": 0.5}) == {1: 0.8, 3: 0.5}
+    assert parse_min_confidence(None) == {}
+    with pytest.raises(ValueError, match="unknown class"):
+        parse_min_confidence({"background": 0.5})
+
+
+def test_a_dropped_component_handed_to_another_class_is_checked_again():
+    probs = np.zeros((4, 6, 10, 10), np.float32)
+    probs[0] = 1.0
+    probs[:, 2:4, 2:6, 2:6] = np.array([0.1, 0.5, 0.0, 0.4])[:, None, None, None]  # hesitant ICH, IVH next
+    report = drop_unconfident_components(probs, {1: 0.8, 3: 0.8})
+    assert (probs.argmax(axis=0) == 0).all()  # neither ICH nor a hesitant IVH blob is left
+    assert report == {"unconfident_components_1": 32, "unconfident_components_3": 32}
+    probs[:, 2:4, 2:6, 2:6] = np.array([0.05, 0.5, 0.0, 0.45])[:, None, None, None]
+    drop_unconfident_components(probs, {1: 0.8})  # no rule for IVH: the runner-up keeps the voxels
+    assert (probs.argmax(axis=0)[2:4, 2:6, 2:6] == 3).all()

@@ -38,7 +38,7 @@ def test_user_versions_listed_newest_first_with_current_marked(tmp_path, monkeyp
     assert "Recommended quality: fast" in choices[1].summary and "Dice: not recorded" in choices[1].summary
 
 
-def test_summary_shows_the_recommended_quality_and_its_test_dice(tmp_path, monkeypatch):
+def test_summary_shows_the_recommended_quality_its_test_dice_and_confidence_rule(tmp_path, monkeypatch):
     models_dir = tmp_path / "models"
     monkeypatch.setenv("ICHSEG_MODELS_DIR", str(models_dir))
     monkeypatch.setattr(registry, "shipped_models_dir", lambda: tmp_path / "no-shipped-models")
@@ -50,10 +50,12 @@ def test_summary_shows_the_recommended_quality_and_its_test_dice(tmp_path, monke
 
     card["metrics"] = {"test": test_metrics(0.58), "test_accurate": test_metrics(0.73)}
     card["inference"]["quality"] = "accurate"
+    card["inference"]["min_component_confidence"] = {"ICH": 0.99, "IVH": 0.9}
     (package / "model.json").write_text(json.dumps(card))
     (choice,) = model_choices()
     assert "Recommended quality: accurate" in choice.summary
     assert "Test Dice (50 cases, accurate): ICH 0.73" in choice.summary and "0.58" not in choice.summary
+    assert "Drops findings whose peak probability stays below: ICH 0.99, IVH 0.9" in choice.summary
 
 
 def test_bundled_sample_is_registered_with_its_checksum():

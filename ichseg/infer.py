@@ -32,7 +32,7 @@ from .checks import check_ct
 from .labels import NUM_CLASSES
 from .model.card import ModelCard, test_metrics
 from .model.package import ModelPackage
-from .postprocess import postprocess
+from .postprocess import drop_unconfident_components, parse_min_confidence, postprocess
 from .preprocess import Prepared, labels_to_original, prepare_image
 
 __all__ = [
@@ -223,6 +223,8 @@ class Segmenter:
         # 0: windows of the trained patch size (see the module docstring)
         self.settings["max_window_voxels"] = int(self.card.inference.get("max_window_voxels", 0))
         self.divisor = _divisor(self.card.architecture)
+        # thresholds chosen on validation cases when the model was shipped (see ichseg.postprocess)
+        self.min_confidence = parse_min_confidence(self.card.inference.get("min_component_confidence"))
 
     # ------------------------------------------------------------------ prediction
     def _autocast(self):
@@ -272,6 +274,10 @@ class Segmenter:
 
         t = time.perf_counter()
         report("resample", 0.8, "returning to the input grid")
+        dropped = drop_unconfident_components(probs, self.min_confidence)
+        # reported like the other rules: in voxels of the input grid
+        scale = math.prod(prepared.working.spacing) / math.prod(image.GetSpacing())
+        dropped = {rule: int(round(n * scale)) for rule, n in dropped.items()}
         label_img = labels_to_original(probs, prepared)
         del probs
         timings["resample_back"] = time.perf_counter() - t
@@ -279,7 +285,7 @@ class Segmenter:
         t = time.perf_counter()
         report("postprocess", 0.9, "cleaning up small components")
         arr = sitk.GetArrayFromImage(label_img)
-        removed = postprocess(arr, image.GetSpacing())
+        removed = {**dropped, **postprocess(arr, image.GetSpacing())}
         out = sitk.GetImageFromArray(arr)
         out.CopyInformation(image)
         timings["postprocess"] = time.perf_counter() - t

@@ -57,6 +57,10 @@ def card_summary(entry: ModelEntry) -> str:
         f"Recommended quality: {quality} (what 'auto' uses)",
         _dice_text(card.metrics or {}, quality),
     ]
+    rule = card.inference.get("min_component_confidence")
+    if isinstance(rule, dict) and rule:
+        limits = ", ".join(f"{key} {float(value):g}" for key, value in rule.items())
+        lines.append(f"Drops findings whose peak probability stays below: {limits}")
     if card.parent is not None:
         lines.append(f"Fine-tuned from {card.parent.id}@{card.parent.version}")
     lines.append(card.intended_use)

@@ -129,7 +129,7 @@ class ModelCard:
     description: str = ""
     created: str = field(default_factory=utc_now)
     classes: list[dict[str, Any]] = field(default_factory=default_classes)
-    inference: dict[str, Any] = field(default_factory=dict)  # patch_size_zyx, overlap, mode, quality
+    inference: dict[str, Any] = field(default_factory=dict)  # patch_size_zyx, overlap, mode, quality, ...
     metrics: dict[str, Any] = field(default_factory=dict)
     parent: ParentRef | None = None
     weights: list[WeightsFile] = field(default_factory=list)
@@ -238,6 +238,16 @@ class ModelCard:
                 f"inference.quality (the recommended quality) must be one of {', '.join(QUALITY_MODES)}, "
                 f"got {self.inference.get('quality')!r}"
             )
+        if isinstance(self.inference, Mapping) and "min_component_confidence" in self.inference:
+            from ..postprocess import parse_min_confidence
+
+            spec = self.inference["min_component_confidence"]
+            try:
+                if not isinstance(spec, Mapping):
+                    raise ValueError("inference.min_component_confidence must map class keys to thresholds")
+                parse_min_confidence(spec)
+            except (TypeError, ValueError) as exc:
+                p.append(str(exc))
         if self.parent is not None:
             if not MODEL_ID.match(self.parent.id):
                 p.append(f"parent.id is not a valid model id: {self.parent.id!r}")
