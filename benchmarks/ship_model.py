@@ -2,6 +2,7 @@
 
     python benchmarks/ship_model.py MODEL_DIR EVAL_DIR [--test-description TEXT]
         [--accurate-eval EVAL_DIR_ACCURATE --accurate-description TEXT] [--recommend-quality accurate]
+        [--postprocessing OUT_DIR/postprocessing.json]
 
 Copies the package to ``Resources/Models/<id>-<version>/``, stores the summary of
 ``EVAL_DIR/metrics.json`` (from ``ichseg evaluate``) under ``metrics.test`` in its ``model.json``
@@ -10,7 +11,9 @@ and makes it the default in ``Resources/Models/registry.json``.  An evaluation o
 ``--quality accurate`` goes under ``metrics.test_accurate`` (``evaluation/accurate/``), and
 ``--recommend-quality`` writes ``inference.quality``: what ``--quality auto`` (the default of
 ``ichseg segment``, Slicer and the batch script) uses with this model.  Recommending ``accurate``
-needs its evaluation.
+needs its evaluation.  ``--postprocessing`` (from ``choose_postprocessing.py``, chosen on validation
+cases) writes ``inference.min_component_confidence`` and how it was chosen; the test evaluations must
+have been made with it.
 """
 
 from __future__ import annotations
@@ -60,11 +63,15 @@ def main() -> int:
     ap.add_argument("--accurate-eval", type=Path, help="the same test cases segmented with --quality accurate")
     ap.add_argument("--accurate-description", default="")
     ap.add_argument("--recommend-quality", choices=("fast", "accurate"), default="fast")
+    ap.add_argument("--postprocessing", type=Path, help="postprocessing.json of choose_postprocessing.py")
     args = ap.parse_args()
     if args.recommend_quality == "accurate" and args.accurate_eval is None:
         ap.error("--recommend-quality accurate needs --accurate-eval (the evaluation behind the recommendation)")
     package = load_package(args.model)  # verifies the checksums
     card = package.card
+    chosen = json.loads(args.postprocessing.read_text()) if args.postprocessing is not None else None
+    if chosen is not None and chosen["weights_sha256"] != [w.sha256 for w in card.weights]:
+        ap.error(f"{args.postprocessing} was chosen for other weights ({chosen['model']})")
     dest_root = ROOT / "Resources" / "Models"
     dest = dest_root / f"{card.id}-{card.version}"
     if dest.exists():
@@ -82,6 +89,15 @@ def main() -> int:
             if (eval_dir / name).is_file():
                 shutil.copy2(eval_dir / name, evaluation / name)
     data.setdefault("inference", {})["quality"] = args.recommend_quality
+    if chosen is not None:
+        data["inference"]["min_component_confidence"] = chosen["min_component_confidence"]
+        data["inference"]["min_component_confidence_chosen_on"] = {
+            "model": chosen["model"],  # a fine-tuned child inherits the rule: this says whose weights chose it
+            "cases": len(chosen["cases"]),
+            "quality": chosen["quality"],
+            "criterion": chosen["criterion"],
+            "sweep": chosen["sweep"],
+        }
     write_json_atomic(dest / "model.json", data)
     load_package(dest)  # the shipped copy still loads and verifies
     write_json_atomic(

@@ -1,0 +1,54 @@
+"""benchmarks/choose_postprocessing.py: the confidence threshold is chosen on validation cases."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ichseg.preprocess import PreprocessConfig, prepare_image
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "choose_postprocessing.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("choose_postprocessing", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _case(module, name: str, hesitant_peak: float, with_lesion: bool):
+    """A 2 mm grid; a confident true ICH blob (when ``with_lesion``) and a hesitant false one."""
+    image = sitk.GetImageFromArray(np.full((20, 40, 40), 30, np.int16))
+    image.SetSpacing((2.0, 2.0, 2.0))
+    prepared = prepare_image(image, PreprocessConfig(spacing_xyz=(2.0, 2.0, 2.0), crop=False))
+    probs = np.zeros((4, 20, 40, 40), np.float32)
+    probs[0] = 1.0
+    reference = np.zeros((20, 40, 40), np.uint8)
+    if with_lesion:
+        probs[:2, 4:10, 5:15, 5:15] = np.array([0.05, 0.95])[:, None, None, None]
+        reference[4:10, 5:15, 5:15] = 1
+    probs[:2, 12:16, 25:32, 25:32] = np.array([1 - hesitant_peak, hesitant_peak])[:, None, None, None]
+    return module.ValidationCase(name, probs.astype(np.float16), prepared, image.GetSpacing(), reference)
+
+
+def test_threshold_between_hesitant_false_positives_and_confident_lesions():
+    module = _script()
+    module._CASES[:] = [
+        _case(module, "a", 0.6, True),
+        _case(module, "b", 0.7, True),
+        _case(module, "c", 0.65, False),  # a case without ICH: only the false positive
+    ]
+    logged = []
+    result = module.choose(
+        map, [module.class_by_key("ICH"), module.class_by_key("IVH")], [0.5, 0.8, 0.99], 0.002, logged.append
+    )
+    assert result["rules"] == {1: 0.8}  # 0.5 keeps the false positives, 0.99 drops the lesions too
+    rows = {r["threshold"]: r for r in result["sweep"]["ICH"]}
+    assert rows[0.8]["dice_all"] == 1.0 and rows[None]["dice_all"] < 0.9
+    assert rows[0.99]["dice_positive"] == 0.0
+    assert 3 not in result["rules"]  # no IVH anywhere: no rule brings a gain
+    assert any("threshold 0.8" in line for line in logged)
