@@ -20,8 +20,8 @@ def _script():
     return module
 
 
-def _case(module, name: str, hesitant_peak: float, with_lesion: bool):
-    """A 2 mm grid; a confident true ICH blob (when ``with_lesion``) and a hesitant false one."""
+def _case(module, name: str, hesitant_peak: float, with_lesion: bool, lesion_peak: float = 0.95):
+    """A 2 mm grid; a true ICH blob (when ``with_lesion``) and a hesitant false one."""
     image = sitk.GetImageFromArray(np.full((20, 40, 40), 30, np.int16))
     image.SetSpacing((2.0, 2.0, 2.0))
     prepared = prepare_image(image, PreprocessConfig(spacing_xyz=(2.0, 2.0, 2.0), crop=False))
@@ -29,7 +29,7 @@ def _case(module, name: str, hesitant_peak: float, with_lesion: bool):
     probs[0] = 1.0
     reference = np.zeros((20, 40, 40), np.uint8)
     if with_lesion:
-        probs[:2, 4:10, 5:15, 5:15] = np.array([0.05, 0.95])[:, None, None, None]
+        probs[:2, 4:10, 5:15, 5:15] = np.array([1 - lesion_peak, lesion_peak])[:, None, None, None]
         reference[4:10, 5:15, 5:15] = 1
     probs[:2, 12:16, 25:32, 25:32] = np.array([1 - hesitant_peak, hesitant_peak])[:, None, None, None]
     return module.ValidationCase(name, probs.astype(np.float16), prepared, image.GetSpacing(), reference)
@@ -49,6 +49,20 @@ def test_threshold_between_hesitant_false_positives_and_confident_lesions():
     assert result["rules"] == {1: 0.8}  # 0.5 keeps the false positives, 0.99 drops the lesions too
     rows = {r["threshold"]: r for r in result["sweep"]["ICH"]}
     assert rows[0.8]["dice_all"] == 1.0 and rows[None]["dice_all"] < 0.9
-    assert rows[0.99]["dice_positive"] == 0.0
+    assert rows[0.99]["dice_positive"] == 0.0 and rows[0.99]["lost"] == 2 and rows[0.8]["lost"] == 0
     assert 3 not in result["rules"]  # no IVH anywhere: no rule brings a gain
     assert any("threshold 0.8" in line for line in logged)
+
+
+def test_a_threshold_that_deletes_a_found_lesion_is_not_chosen():
+    module = _script()
+    module._CASES[:] = [
+        _case(module, "found-but-hesitant", 0.78, True, lesion_peak=0.75),
+        *(_case(module, f"negative-{i}", 0.78, False) for i in range(4)),  # false positives above the lesion
+    ]
+    ich = [module.class_by_key("ICH")]
+    safe = module.choose(map, ich, [0.7, 0.8], 0.002, lambda line: None)
+    assert safe["rules"] == {}  # 0.8 would clear the negatives but miss the lesion
+    assert [r["lost"] for r in safe["sweep"]["ICH"]] == [0, 0, 1]
+    risky = module.choose(map, ich, [0.7, 0.8], 0.002, lambda line: None, max_lost=1)
+    assert risky["rules"] == {1: 0.8}
