@@ -36,6 +36,9 @@ def test_the_registry_default_is_a_verified_package_under_20_mb_with_its_test_ev
         backing = card.metrics[f"test_{recommended}"]
         assert backing["n_cases"] == test["n_cases"]
         assert backing["classes"]["ICH"]["dice_pos_mean"] >= test["classes"]["ICH"]["dice_pos_mean"]
+    if card.inference.get("min_component_confidence"):  # a confidence rule says how it was chosen
+        chosen = card.inference["min_component_confidence_chosen_on"]
+        assert chosen["cases"] >= 20 and chosen["quality"] == recommended and chosen["sweep"]
     (net,) = package.build_networks("cpu")
     assert sum(p.numel() for p in net.parameters()) > 100_000  # a real network, not a stub
 

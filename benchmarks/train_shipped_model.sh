@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Recipe of the shipped ICH/PHE/IVH model: synthetic training data -> train -> three fine-tuning stages ->
-# confidence rule chosen on validation cases -> segment + evaluate held-out cases.
+# segment + evaluate held-out cases.
 #
 #   benchmarks/train_shipped_model.sh            # defaults below; re-running continues where it stopped
 #   DEVICE=cuda STEPS=20000 benchmarks/train_shipped_model.sh
 #   EXTRA= benchmarks/train_shipped_model.sh     # float32 instead of the default bf16 autocast
 #
 # Seeds: training cases use seeds TRAIN_SEED0 .. TRAIN_SEED0+N_TRAIN-1 (default 100000..100239), the test cases
-# TEST_SEED0 .. TEST_SEED0+N_TEST-1 (default 1..50), the validation cases of step 4 VAL_SEED0 .. (default
-# 300001..300030); the script refuses overlapping ranges.  Phantom case names
+# TEST_SEED0 .. TEST_SEED0+N_TEST-1 (default 1..50); the script refuses overlapping ranges.  Phantom case names
 # are synth_<seed>, so training and test files can never collide.
 #
 # Stages (2-core CPU, bf16 autocast, ~0.65 s per step of batch 2 when the machine is otherwise idle):
@@ -22,8 +21,6 @@
 #   4. finetune  1.3.0  FT3_STEPS (5000) steps, lr 3e-4, as stage 3, validated on 6 cases in *accurate* quality
 #                       (--val-quality accurate: what users run; fast-mode validation swung between 0.24 and 0.86
 #                       from one check to the next in stage 3, between 0.13 and 0.47 in a trial of this stage)
-#   5. confidence rule  1.3.1  the same weights; benchmarks/choose_postprocessing.py picks the card's
-#                       inference.min_component_confidence on N_VAL (30) validation cases (seeds 300001..)
 # The shipped weights went through one more, unplanned stage between 1 and 2: 400 steps of a fine-tune at
 # lr 5e-4 (a 6000-step poly schedule, interrupted; its checkpoint was packaged as 1.0.1-dev).  This script
 # leaves it out, so its result is the same recipe but not bit-identical weights.
@@ -36,8 +33,6 @@ N_TRAIN=${N_TRAIN:-240}
 TRAIN_SEED0=${TRAIN_SEED0:-100000}
 N_TEST=${N_TEST:-50}
 TEST_SEED0=${TEST_SEED0:-1}
-N_VAL=${N_VAL:-30}             # validation cases of the confidence rule (step 4)
-VAL_SEED0=${VAL_SEED0:-300001}
 STEPS=${STEPS:-2500}
 LOSS=${LOSS:-dicefocal}        # Dice + softmax focal (the reference method used focal; Dice speeds up short runs)
 VAL_CASES=${VAL_CASES:-4}
@@ -53,15 +48,10 @@ FT2_STEPS=${FT2_STEPS:-8000}
 FT3_STEPS=${FT3_STEPS:-5000}
 EXTRA=${EXTRA:---bf16}
 
-overlap() {  # overlap NAME_A START_A COUNT_A NAME_B START_B COUNT_B: refuse overlapping seed ranges
-  if (( $2 < $5 + $6 && $5 < $2 + $3 )); then
-    echo "$1 seeds [$2, $(($2 + $3))) overlap $4 seeds [$5, $(($5 + $6)))" >&2
-    exit 2
-  fi
-}
-overlap training "$TRAIN_SEED0" "$N_TRAIN" test "$TEST_SEED0" "$N_TEST"
-overlap validation "$VAL_SEED0" "$N_VAL" test "$TEST_SEED0" "$N_TEST"
-overlap validation "$VAL_SEED0" "$N_VAL" training "$TRAIN_SEED0" "$N_TRAIN"
+if (( TRAIN_SEED0 < TEST_SEED0 + N_TEST && TEST_SEED0 < TRAIN_SEED0 + N_TRAIN )); then
+  echo "training seeds [$TRAIN_SEED0, $((TRAIN_SEED0 + N_TRAIN))) overlap test seeds [$TEST_SEED0, $((TEST_SEED0 + N_TEST)))" >&2
+  exit 2
+fi
 
 DATA="$OUT/Dataset501_ICHPhantom"
 MODEL="$OUT/model"
@@ -101,21 +91,7 @@ finetune "$OUT/model_ft2" "$OUT/model_ft3" "$FT3_STEPS" --lr 3e-4 --class-ratios
   --val-cases 6 --val-every 1000 --val-quality accurate --keep best | tee "$OUT/logs/finetune3.jsonl"
 MODEL="$OUT/model_ft3"
 
-# 4. the confidence rule (inference.min_component_confidence, 1.3.1): chosen on validation cases with their own
-#    seeds, in accurate quality, then written into the package's card so that the test evaluation uses it
-"$PY" -m ichseg phantom --seed "$VAL_SEED0" --count "$N_VAL" --out "$OUT/val" > "$OUT/logs/val_cases.jsonl"
-"$PY" benchmarks/choose_postprocessing.py "$MODEL" "$OUT/val" "$OUT/val" -o "$OUT/postprocessing" --quality accurate \
-  --device "$DEVICE" | tee "$OUT/logs/postprocessing.txt"
-"$PY" - "$MODEL/model.json" "$OUT/postprocessing/postprocessing.json" <<'PYEOF'
-import json, sys
-card_path, chosen = sys.argv[1], json.load(open(sys.argv[2]))
-card = json.load(open(card_path))
-card["inference"]["min_component_confidence"] = chosen["min_component_confidence"]
-card["version"] = "1.3.1"  # same weights as 1.3.0, which shipped without the rule
-json.dump(card, open(card_path, "w"), indent=2)
-PYEOF
-
-# 5. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
+# 4. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
 "$PY" -m ichseg phantom --seed "$TEST_SEED0" --count "$N_TEST" --out "$OUT/test" > "$OUT/logs/test_cases.jsonl"
 for quality in fast accurate; do  # eval_fast -> metrics.test, eval_accurate -> metrics.test_accurate (ship_model.py)
   "$PY" -m ichseg segment "$OUT/test" -o "$OUT/pred_$quality" --model "$MODEL" --device "$DEVICE" --quality "$quality" \
@@ -125,5 +101,4 @@ for quality in fast accurate; do  # eval_fast -> metrics.test, eval_accurate -> 
 done
 
 echo "model package: $MODEL   plan: $WORK/plan.json   metrics: $OUT/eval_{fast,accurate}/metrics.json"
-echo "ship: $PY benchmarks/ship_model.py $MODEL $OUT/eval_fast --accurate-eval $OUT/eval_accurate --recommend-quality accurate \\
-  --postprocessing $OUT/postprocessing/postprocessing.json"
+echo "ship: $PY benchmarks/ship_model.py $MODEL $OUT/eval_fast --accurate-eval $OUT/eval_accurate --recommend-quality accurate"
