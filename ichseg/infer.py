@@ -31,6 +31,7 @@ from monai.inferers import sliding_window_inference
 from .checks import check_ct
 from .labels import NUM_CLASSES
 from .model.card import ModelCard, test_metrics
+from .model.network import total_stride
 from .model.package import ModelPackage
 from .postprocess import drop_unconfident_components, parse_min_confidence, postprocess
 from .preprocess import Prepared, labels_to_original, prepare_image
@@ -122,11 +123,6 @@ class SegmentationResult:
     working_shape_zyx: tuple[int, int, int] | None = None
     window_zyx: tuple[int, int, int] | None = None
     quality: str = ""  # the quality mode used (auto resolved)
-
-
-def _divisor(architecture: dict[str, Any]) -> np.ndarray:
-    """Per-axis (z, y, x) product of the network's strides: window sizes must be multiples of it."""
-    return np.prod(np.asarray(architecture["strides"], dtype=int), axis=0)
 
 
 def choose_window(
@@ -222,7 +218,7 @@ class Segmenter:
         self.patch_zyx = tuple(int(v) for v in patch)
         # 0: windows of the trained patch size (see the module docstring)
         self.settings["max_window_voxels"] = int(self.card.inference.get("max_window_voxels", 0))
-        self.divisor = _divisor(self.card.architecture)
+        self.divisor = total_stride(self.card.architecture)
         # thresholds chosen on validation cases when the model was shipped (see ichseg.postprocess)
         self.min_confidence = parse_min_confidence(self.card.inference.get("min_component_confidence"))
 

@@ -108,6 +108,8 @@ def postprocess(
 
 def parse_min_confidence(spec: Mapping[str, float] | None) -> dict[int, float]:
     """``{"ICH": 0.8}`` (class keys, as in a model card) → ``{1: 0.8}``; ValueError when invalid."""
+    if spec is not None and not isinstance(spec, Mapping):
+        raise ValueError("inference.min_component_confidence must map class keys to thresholds")
     out: dict[int, float] = {}
     for key, value in (spec or {}).items():
         try:

@@ -241,11 +241,8 @@ class ModelCard:
         if isinstance(self.inference, Mapping) and "min_component_confidence" in self.inference:
             from ..postprocess import parse_min_confidence
 
-            spec = self.inference["min_component_confidence"]
             try:
-                if not isinstance(spec, Mapping):
-                    raise ValueError("inference.min_component_confidence must map class keys to thresholds")
-                parse_min_confidence(spec)
+                parse_min_confidence(self.inference["min_component_confidence"])
             except (TypeError, ValueError) as exc:
                 p.append(str(exc))
         if self.parent is not None:

@@ -14,6 +14,7 @@ network's depth is their length and its width the ``filters``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,14 @@ from monai.networks.nets import DynUNet
 
 from ..labels import NUM_CLASSES
 
-__all__ = ["build_network", "architecture", "count_parameters", "parameter_megabytes", "encoder_modules"]
+__all__ = [
+    "build_network",
+    "architecture",
+    "count_parameters",
+    "parameter_megabytes",
+    "encoder_modules",
+    "total_stride",
+]
 
 _NORMS = {
     "instance": ("INSTANCE", {"affine": True}),
@@ -82,6 +90,12 @@ def _check(arch: Mapping[str, Any]) -> None:
         raise ValueError(f"architecture: the first stride must be [1, 1, 1], got {strides[0]}")
     if arch.get("norm", "instance") not in _NORMS:
         raise ValueError(f"architecture: norm must be one of {', '.join(_NORMS)}, got {arch.get('norm')!r}")
+
+
+def total_stride(arch: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Per-axis (z, y, x) product of the network's strides: window and patch sizes must be multiples of it."""
+    strides = arch["strides"]
+    return tuple(math.prod(int(stage[axis]) for stage in strides) for axis in range(3))  # type: ignore[return-value]
 
 
 def build_network(arch: Mapping[str, Any]) -> DynUNet:

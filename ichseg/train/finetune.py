@@ -17,12 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import InputError
 from ..model.card import ModelCard, ParentRef, bump_version
-from ..model.network import encoder_modules
+from ..model.network import encoder_modules, total_stride
 from ..model.package import ModelPackage, load_package
 from .api import (
     Runtime,
@@ -126,7 +125,7 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
     patch = cfg.patch_size or pc.inference.get("patch_size_zyx") or (plan.patch_size_zyx if plan else None)
     if not patch:
         raise InputError(f"model package {parent.source}: its card has no patch size (inference.patch_size_zyx)")
-    divisor = tuple(int(d) for d in np.prod(np.asarray(pc.architecture["strides"], dtype=int), axis=0))
+    divisor = total_stride(pc.architecture)
     if any(int(size) % d for size, d in zip(patch, divisor, strict=True)):
         raise InputError(f"--patch {tuple(patch)}: each axis must be a multiple of the network's stride {divisor}")
     inference = {**pc.inference, "patch_size_zyx": [int(v) for v in patch]}
