@@ -61,6 +61,8 @@ def test_outputs_geometry_volumes_and_progress(inputs, tmp_path, tiny_package, c
             assert record["classes"][key]["voxels"] == m.classes[key].voxels
             assert record["classes"][key]["volume_ml"] == pytest.approx(m.classes[key].volume_ml, rel=1e-6)
         assert record["model"]["id"] == "tiny-test"
+        assert record["cranial_cavity"]["found"] is True, record["cranial_cavity"]
+        assert record["postprocess_removed_voxels"]["extracranial_components"] >= 0  # a random network
     events = [parse_progress_line(line) for line in stdout.splitlines()]
     assert all(e is not None for e in events), stdout
     assert events[-1]["stage"] == "done" and events[-1]["fraction"] == 1.0
@@ -178,3 +180,16 @@ def test_2d_and_missing_inputs(tmp_path, tiny_package, capsys):
     assert code != 0 and "2-D" in err
     code, _, err = _run(capsys, tmp_path / "missing.nii.gz", "-o", tmp_path / "o2", "--model", tiny_package)
     assert code != 0 and "not found" in err
+
+
+def test_keep_extracranial_is_recorded_and_re_segments(inputs, tmp_path, tiny_package, capsys):
+    out = tmp_path / "out"
+    case = inputs / "caseA.nii.gz"
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast")
+    assert json.loads((out / "caseA_volumes.json").read_text())["cranial_cavity"]["found"] is True
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast", "--keep-extracranial")
+    assert _csv(out / "status.csv")[0]["status"] == "ok"  # another setting: segmented again
+    record = json.loads((out / "caseA_volumes.json").read_text())
+    assert record["cranial_cavity"] is None and "extracranial_components" not in record["postprocess_removed_voxels"]
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast", "--keep-extracranial")
+    assert _csv(out / "status.csv")[0]["status"] == "skipped"

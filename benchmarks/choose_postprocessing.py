@@ -41,11 +41,10 @@ from ichseg.evaluate.loading import label_array, read_label  # noqa: E402
 from ichseg.evaluate.metrics import dice  # noqa: E402
 from ichseg.evaluate.pairing import find_label_files  # noqa: E402
 from ichseg.fileutil import write_json_atomic  # noqa: E402
-from ichseg.infer import QUALITY_CHOICES, Segmenter  # noqa: E402
+from ichseg.infer import QUALITY_CHOICES, Segmenter, finish_label  # noqa: E402
 from ichseg.labels import CLASSES, class_by_key, class_by_value  # noqa: E402
 from ichseg.model import load_package  # noqa: E402
-from ichseg.postprocess import drop_unconfident_components, postprocess  # noqa: E402
-from ichseg.preprocess import Prepared, labels_to_original, prepare_image  # noqa: E402
+from ichseg.preprocess import Prepared, prepare_image  # noqa: E402
 
 #: Up to 0.9 only: above it a rule depends on the last percent of probability, and a model trained on
 #: synthetic CT will be less sure of itself on real scans.  Measured with 1.3.0 (which therefore ships
@@ -65,10 +64,7 @@ class ValidationCase:
 
     def label(self, rules: dict[int, float]) -> np.ndarray:
         """The class map ``ichseg segment`` would write with these confidence rules."""
-        probs = self.probs.astype(np.float32)
-        drop_unconfident_components(probs, rules)
-        label = sitk.GetArrayFromImage(labels_to_original(probs, self.prepared))
-        postprocess(label, self.spacing)
+        label, _, _ = finish_label(self.probs.astype(np.float32), self.prepared, self.spacing, min_confidence=rules)
         return label
 
 

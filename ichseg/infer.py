@@ -29,11 +29,17 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from .checks import check_ct
+from .intracranial import CranialCavity, cranial_cavity
 from .labels import NUM_CLASSES
 from .model.card import ModelCard, test_metrics
 from .model.network import total_stride
 from .model.package import ModelPackage
-from .postprocess import drop_unconfident_components, parse_min_confidence, postprocess
+from .postprocess import (
+    drop_extracranial_components,
+    drop_unconfident_components,
+    parse_min_confidence,
+    postprocess,
+)
 from .preprocess import Prepared, labels_to_original, prepare_image
 
 __all__ = [
@@ -42,6 +48,8 @@ __all__ = [
     "Quality",
     "SegmentationResult",
     "Segmenter",
+    "cavity_summary",
+    "finish_label",
     "resolve_quality",
     "quality_warning",
     "select_device",
@@ -123,6 +131,7 @@ class SegmentationResult:
     working_shape_zyx: tuple[int, int, int] | None = None
     window_zyx: tuple[int, int, int] | None = None
     quality: str = ""  # the quality mode used (auto resolved)
+    cranial_cavity: dict[str, Any] | None = None  # see ichseg.intracranial; None when not looked for
 
 
 def choose_window(
@@ -183,6 +192,51 @@ def window_probabilities(
     return total / (len(networks) * len(flips))
 
 
+def cavity_summary(cavity: CranialCavity) -> dict[str, Any]:
+    """What ``<case>_volumes.json`` records about the cranial cavity."""
+    return {
+        "found": cavity.mask is not None,
+        "volume_ml": round(cavity.volume_ml, 1),
+        "bone_enclosure": round(cavity.bone_enclosure, 3),
+        "reason": cavity.reason,
+    }
+
+
+def finish_label(
+    probs: np.ndarray,
+    prepared: Prepared,
+    spacing_xyz: Sequence[float],
+    *,
+    min_confidence: dict[int, float],
+    cavity_check: bool = True,
+    timings: dict[str, float] | None = None,
+) -> tuple[np.ndarray, dict[str, int], CranialCavity | None]:
+    """What follows the network: the class map (z, y, x) uint8 on the input grid, voxels removed per rule.
+
+    Working-grid rules on the probabilities (edited in place): unconfident components (when the
+    card sets thresholds), then findings outside the cranial cavity; then probabilities back to the
+    input grid (``spacing_xyz``) and :func:`ichseg.postprocess.postprocess`.  Removed voxels are
+    counted on the input grid.  Shared by :class:`Segmenter` and the benchmarks that tune rules.
+    """
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
+    dropped = drop_unconfident_components(probs, min_confidence)
+    cavity = None
+    if cavity_check:
+        spacing_zyx = tuple(prepared.grid.spacing[::-1])
+        cavity = cranial_cavity(prepared.hu, spacing_zyx)
+        if cavity.mask is not None:
+            dropped["extracranial_components"] = drop_extracranial_components(probs, cavity.mask, spacing_zyx)
+    scale = math.prod(prepared.working.spacing) / math.prod(spacing_xyz)
+    removed = {rule: int(round(n * scale)) for rule, n in dropped.items()}
+    arr = sitk.GetArrayFromImage(labels_to_original(probs, prepared))
+    timings["resample_back"] = time.perf_counter() - t
+    t = time.perf_counter()
+    removed.update(postprocess(arr, spacing_xyz))
+    timings["postprocess"] = time.perf_counter() - t
+    return arr, removed, cavity
+
+
 class Segmenter:
     """A loaded model ready to segment CT images."""
 
@@ -196,6 +250,7 @@ class Segmenter:
         bf16: bool = False,
         overlap: float | None = None,
         sw_batch_size: int = 1,
+        cavity_check: bool = True,
     ) -> None:
         self.quality = resolve_quality(quality, package.card.inference)
         if threads:
@@ -221,6 +276,8 @@ class Segmenter:
         self.divisor = total_stride(self.card.architecture)
         # thresholds chosen on validation cases when the model was shipped (see ichseg.postprocess)
         self.min_confidence = parse_min_confidence(self.card.inference.get("min_component_confidence"))
+        # findings outside the cranial cavity are given up (ichseg.intracranial); off for tests only
+        self.cavity_check = bool(cavity_check)
 
     # ------------------------------------------------------------------ prediction
     def _autocast(self):
@@ -268,28 +325,24 @@ class Segmenter:
         probs, window = self.predict_probabilities(prepared)
         timings["predict"] = time.perf_counter() - t
 
-        t = time.perf_counter()
         report("resample", 0.8, "returning to the input grid")
-        dropped = drop_unconfident_components(probs, self.min_confidence)
-        # reported like the other rules: in voxels of the input grid
-        scale = math.prod(prepared.working.spacing) / math.prod(image.GetSpacing())
-        dropped = {rule: int(round(n * scale)) for rule, n in dropped.items()}
-        label_img = labels_to_original(probs, prepared)
+        arr, removed, cavity = finish_label(
+            probs,
+            prepared,
+            image.GetSpacing(),
+            min_confidence=self.min_confidence,
+            cavity_check=self.cavity_check,
+            timings=timings,
+        )
         del probs
-        timings["resample_back"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        report("postprocess", 0.9, "cleaning up small components")
-        arr = sitk.GetArrayFromImage(label_img)
-        removed = {**dropped, **postprocess(arr, image.GetSpacing())}
         out = sitk.GetImageFromArray(arr)
         out.CopyInformation(image)
-        timings["postprocess"] = time.perf_counter() - t
         return SegmentationResult(
             label=out,
             warnings=warnings,
             timings_s=timings,
             postprocess=removed,
+            cranial_cavity=None if cavity is None else cavity_summary(cavity),
             working_shape_zyx=tuple(int(v) for v in prepared.hu.shape),  # type: ignore[arg-type]
             window_zyx=window,  # type: ignore[arg-type]
             quality=self.quality,

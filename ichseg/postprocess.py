@@ -15,6 +15,13 @@ model card asks for it (``inference.min_component_confidence``, chosen on valida
   the class's threshold is given up (:func:`drop_unconfident_components`).  A small network with a
   limited window sees scattered, hesitant false-positive blobs far from the lesion; a true
   hematoma has a confident core.
+
+And one rule needs the CT itself (on the working grid, for every model):
+
+* a connected component of findings (ICH, PHE and IVH together) with less than half of its voxels
+  inside the cranial cavity (:mod:`ichseg.intracranial`, widened by 2 mm for the inner table's
+  partial volume) is given up (:func:`drop_extracranial_components`).  When no trustworthy cavity
+  is found, nothing is removed.
 """
 
 from __future__ import annotations
@@ -24,9 +31,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .intracranial import ellipsoid
 from .labels import ICH, IVH, PHE, class_by_key
 
-__all__ = ["DEFAULT_MIN_COMPONENT_MM3", "drop_unconfident_components", "parse_min_confidence", "postprocess"]
+__all__ = [
+    "DEFAULT_MIN_COMPONENT_MM3",
+    "drop_extracranial_components",
+    "drop_unconfident_components",
+    "parse_min_confidence",
+    "postprocess",
+]
 
 CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 DEFAULT_MIN_COMPONENT_MM3: dict[int, float] = {ICH.value: 10.0, PHE.value: 30.0, IVH.value: 10.0}
@@ -153,3 +167,37 @@ def drop_unconfident_components(probs: np.ndarray, min_confidence: Mapping[int, 
             report[f"unconfident_components_{value}"] += int(drop.sum())
             dropped_any = True
     return report
+
+
+def drop_extracranial_components(
+    probs: np.ndarray,
+    cavity: np.ndarray,
+    spacing_zyx: Sequence[float],
+    *,
+    margin_mm: float = 2.0,
+    min_inside: float = 0.5,
+) -> int:
+    """Give up findings that lie mostly outside the cranial cavity; return working-grid voxels removed.
+
+    ``probs`` (C, z, y, x) is edited in place: the voxels of a component of the arg-max's findings
+    (all lesion classes together, 26-connectivity) with less than ``min_inside`` of its voxels in
+    ``cavity`` (widened by ``margin_mm``) become certain background.
+    """
+    if cavity.shape != probs.shape[1:]:
+        raise ValueError(f"cavity shape {cavity.shape} differs from the probabilities' {probs.shape[1:]}")
+    findings = np.argmax(probs, axis=0) > 0
+    box = _bbox_slices(findings)
+    if box is None:
+        return 0
+    comp, n = ndimage.label(findings[box], structure=CONNECTIVITY)
+    inside = ndimage.binary_dilation(cavity, ellipsoid(margin_mm, spacing_zyx))[box]
+    index = np.arange(1, n + 1)
+    fraction = np.asarray(ndimage.mean(inside, comp, index), dtype=float)
+    outside = index[fraction < min_inside]
+    if outside.size == 0:
+        return 0
+    drop = np.isin(comp, outside)
+    sub = probs[(slice(None), *box)]
+    sub[:, drop] = 0.0
+    sub[0][drop] = 1.0
+    return int(drop.sum())

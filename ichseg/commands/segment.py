@@ -43,12 +43,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU (where supported)")
     p.add_argument("--shard", help="process only shard i of N (i/N, 0-based); default from RANK/WORLD_SIZE")
     p.add_argument("--force", action="store_true", help="re-segment cases already done")
+    p.add_argument(
+        "--keep-extracranial",
+        action="store_true",
+        help="keep findings outside the cranial cavity (by default they are removed when the skull is found)",
+    )
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay PNG")
     p.add_argument("--progress", choices=("json", "bar", "quiet"), help="progress output (default: bar on a terminal)")
 
 
-def _is_done(out: Path, case: str, model_ref: str, quality: str) -> bool:
-    """Outputs of ``case`` exist and were made with this model and quality (older records: any quality)."""
+def _is_done(out: Path, case: str, model_ref: str, quality: str, cavity_check: bool = True) -> bool:
+    """Outputs of ``case`` exist and were made with this model, quality and cranial-cavity setting.
+
+    Older records: any quality; without a ``cranial_cavity`` entry they predate the rule (redone).
+    """
     marker = out / f"{case}_volumes.json"
     if not marker.is_file():
         return False
@@ -58,6 +66,7 @@ def _is_done(out: Path, case: str, model_ref: str, quality: str) -> bool:
         return False
     needed = [out / f"{case}{s}" for s in OUTPUT_SUFFIXES if s != "_overlay.png"]
     same = data.get("model", {}).get("ref") == model_ref and data.get("quality") in (None, quality)
+    same = same and (data.get("cranial_cavity") is not None) == cavity_check
     return same and all(p.is_file() for p in needed)
 
 
@@ -89,6 +98,7 @@ def write_case_outputs(
         "warnings": [*result.warnings, *run_warnings],
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         "postprocess_removed_voxels": result.postprocess,
+        "cranial_cavity": result.cranial_cavity,
         **m.to_dict(),
     }
     write_json_atomic(out / f"{case}_volumes.json", record)
@@ -153,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         def report(stage: str, fraction: float, message: str, _case=case.name, _base=base) -> None:
             progress.emit(stage, _base + fraction / max(n, 1), f"{_case}: {message}", case=_case)
 
-        if not args.force and _is_done(out, case.name, entry.ref, quality):
+        if not args.force and _is_done(out, case.name, entry.ref, quality, not args.keep_extracranial):
             statuses.append(
                 {"case": case.name, "status": "skipped", "message": "already done with this model", "seconds": "0"}
             )
@@ -171,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
                     quality=quality,  # type: ignore[arg-type]
                     threads=args.threads,
                     bf16=args.bf16,
+                    cavity_check=not args.keep_extracranial,
                 )
             result = segmenter.segment(image, report)
             report("write", 0.95, "writing outputs")
