@@ -219,21 +219,9 @@ def segment_for_demo(sample: Path, out: Path) -> int:
     from ..fileutil import stem
     from ..volumes import Measurements, format_table
 
-    code = run(
-        argparse.Namespace(
-            inputs=[str(sample)],
-            out=out,
-            model=None,
-            device="auto",
-            quality="auto",
-            threads=None,
-            bf16=False,
-            shard=None,
-            force=True,
-            no_overlay=False,
-            progress="quiet",
-        )
-    )
+    parser = argparse.ArgumentParser(prog="ichseg segment")
+    add_arguments(parser)  # the command line's own defaults, so a new option cannot be forgotten here
+    code = run(parser.parse_args([str(sample), "-o", str(out), "--force", "--progress", "quiet"]))
     case = stem(sample)
     d = json.loads((out / f"{case}_volumes.json").read_text(encoding="utf-8"))
     m = _measurements_from_dict(d, Measurements)
