@@ -135,3 +135,15 @@ def test_segment_gives_up_a_bleed_in_the_neck_only(tiny_package):
     near_brain_blob = ndimage.binary_dilation(brain_blob, iterations=3)
     assert np.array_equal(label[near_brain_blob], plain[near_brain_blob])  # the brain's finding untouched
     assert result.postprocess["extracranial_components"] >= (plain[neck_blob] == 1).sum()
+
+
+def test_segment_warns_when_it_cannot_find_the_cavity(tiny_package):
+    hu = _head(skull=False)
+    hu[45:50, 55:65, 45:55] = 75.0
+    seg = Segmenter(load_package(tiny_package), device="cpu")
+    seg.networks = [ThresholdNet()]
+    result = seg.segment(_image(hu))
+    assert result.cranial_cavity["found"] is False
+    assert any("cranial cavity not found" in w for w in result.warnings), result.warnings
+    assert "extracranial_components" not in result.postprocess
+    assert (sitk.GetArrayFromImage(result.label)[45:50, 55:65, 45:55] == 1).mean() > 0.5

@@ -335,6 +335,8 @@ class Segmenter:
             timings=timings,
         )
         del probs
+        if cavity is not None and cavity.mask is None:
+            warnings.append(f"cranial cavity not found ({cavity.reason}): findings outside the skull were kept")
         out = sitk.GetImageFromArray(arr)
         out.CopyInformation(image)
         return SegmentationResult(
