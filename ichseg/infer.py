@@ -276,7 +276,7 @@ class Segmenter:
         self.divisor = total_stride(self.card.architecture)
         # thresholds chosen on validation cases when the model was shipped (see ichseg.postprocess)
         self.min_confidence = parse_min_confidence(self.card.inference.get("min_component_confidence"))
-        # findings outside the cranial cavity are given up (ichseg.intracranial); off for tests only
+        # findings outside the cranial cavity are given up (ichseg.intracranial); --keep-extracranial: off
         self.cavity_check = bool(cavity_check)
 
     # ------------------------------------------------------------------ prediction
