@@ -193,3 +193,25 @@ def test_keep_extracranial_is_recorded_and_re_segments(inputs, tmp_path, tiny_pa
     assert record["cranial_cavity"] is None and "extracranial_components" not in record["postprocess_removed_voxels"]
     _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast", "--keep-extracranial")
     assert _csv(out / "status.csv")[0]["status"] == "skipped"
+
+
+def test_overlap_is_recorded_and_another_re_segments(inputs, tmp_path, tiny_package, capsys):
+    out = tmp_path / "out"
+    case = inputs / "caseA.nii.gz"
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast")
+    assert json.loads((out / "caseA_volumes.json").read_text())["overlap"] == 0.25  # the quality's
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast", "--overlap", "0.25")
+    assert _csv(out / "status.csv")[0]["status"] == "skipped"  # the same setting, said explicitly
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast", "--overlap", "0.5")
+    assert _csv(out / "status.csv")[0]["status"] == "ok"
+    assert json.loads((out / "caseA_volumes.json").read_text())["overlap"] == 0.5
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-0.1", "half"])
+def test_a_bad_overlap_is_refused_before_anything_runs(inputs, tmp_path, tiny_package, capsys, bad):
+    with pytest.raises(SystemExit) as exc:
+        _run(capsys, inputs / "caseA.nii.gz", "-o", tmp_path / "out", "--model", tiny_package, "--overlap", bad)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--overlap" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

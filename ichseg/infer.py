@@ -131,6 +131,7 @@ class SegmentationResult:
     working_shape_zyx: tuple[int, int, int] | None = None
     window_zyx: tuple[int, int, int] | None = None
     quality: str = ""  # the quality mode used (auto resolved)
+    overlap: float | None = None  # the sliding windows' overlap used
     cranial_cavity: dict[str, Any] | None = None  # see ichseg.intracranial; None when not looked for
 
 
@@ -348,6 +349,7 @@ class Segmenter:
             working_shape_zyx=tuple(int(v) for v in prepared.hu.shape),  # type: ignore[arg-type]
             window_zyx=window,  # type: ignore[arg-type]
             quality=self.quality,
+            overlap=float(self.settings["overlap"]),
         )
 
 

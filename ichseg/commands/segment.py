@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="fast: one pass; accurate: mirroring TTA and more window overlap (about 3x slower); "
         "auto (default): what the model card recommends",
     )
+    p.add_argument(
+        "--overlap",
+        type=_overlap,
+        help="window overlap, 0-0.9, instead of the quality's (fast 0.25, accurate 0.5); with 1.3.0, "
+        "--quality fast --overlap 0.5 is about 3x faster than accurate for most of its accuracy",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all available cores)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU (where supported)")
     p.add_argument("--shard", help="process only shard i of N (i/N, 0-based); default from RANK/WORLD_SIZE")
@@ -52,10 +58,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=("json", "bar", "quiet"), help="progress output (default: bar on a terminal)")
 
 
-def _is_done(out: Path, case: str, model_ref: str, quality: str, cavity_check: bool = True) -> bool:
-    """Outputs of ``case`` exist and were made with this model, quality and cranial-cavity setting.
+def _overlap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 0.9:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.9, got {value}")
+    return value
 
-    Older records: any quality; without a ``cranial_cavity`` entry they predate the rule (redone).
+
+def _is_done(
+    out: Path, case: str, model_ref: str, quality: str, cavity_check: bool = True, overlap: float | None = None
+) -> bool:
+    """Outputs of ``case`` exist and were made with this model, quality, overlap and cranial-cavity setting.
+
+    Older records: any quality, the quality's overlap; without a ``cranial_cavity`` entry they
+    predate the rule (redone).
     """
     marker = out / f"{case}_volumes.json"
     if not marker.is_file():
@@ -67,6 +86,11 @@ def _is_done(out: Path, case: str, model_ref: str, quality: str, cavity_check: b
     needed = [out / f"{case}{s}" for s in OUTPUT_SUFFIXES if s != "_overlay.png"]
     same = data.get("model", {}).get("ref") == model_ref and data.get("quality") in (None, quality)
     same = same and (data.get("cranial_cavity") is not None) == cavity_check
+    if overlap is not None:
+        from ..infer import QUALITY_SETTINGS
+
+        recorded = data.get("overlap", QUALITY_SETTINGS.get(data.get("quality") or quality, {}).get("overlap"))
+        same = same and recorded is not None and abs(float(recorded) - overlap) < 1e-9
     return same and all(p.is_file() for p in needed)
 
 
@@ -95,6 +119,7 @@ def write_case_outputs(
         "input": str(source),
         "model": {"ref": entry.ref, "id": entry.id, "version": entry.version, "path": str(entry.path)},
         "quality": result.quality,
+        "overlap": result.overlap,
         "warnings": [*result.warnings, *run_warnings],
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         "postprocess_removed_voxels": result.postprocess,
@@ -135,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import collect_cases, parse_shard, select_shard, shard_from_env
     from ..errors import IchsegError
     from ..fileutil import write_text_atomic
-    from ..infer import Segmenter, quality_warning, resolve_quality
+    from ..infer import QUALITY_SETTINGS, Segmenter, quality_warning, resolve_quality
     from ..io import read_image
     from ..model.package import load_package
     from ..model.registry import resolve_model
@@ -163,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
         def report(stage: str, fraction: float, message: str, _case=case.name, _base=base) -> None:
             progress.emit(stage, _base + fraction / max(n, 1), f"{_case}: {message}", case=_case)
 
-        if not args.force and _is_done(out, case.name, entry.ref, quality, not args.keep_extracranial):
+        overlap = args.overlap if args.overlap is not None else QUALITY_SETTINGS[quality]["overlap"]
+        if not args.force and _is_done(out, case.name, entry.ref, quality, not args.keep_extracranial, overlap):
             statuses.append(
                 {"case": case.name, "status": "skipped", "message": "already done with this model", "seconds": "0"}
             )
@@ -182,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
                     threads=args.threads,
                     bf16=args.bf16,
                     cavity_check=not args.keep_extracranial,
+                    overlap=args.overlap,
                 )
             result = segmenter.segment(image, report)
             report("write", 0.95, "writing outputs")
