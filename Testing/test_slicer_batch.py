@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,12 @@ def test_batch_segments_good_cases_and_reports_a_corrupt_one(tmp_path, tiny_pack
 
     again = run_script("--input", str(cases / "head1.nii.gz"), "--output", str(out), "--model", str(tiny_package))
     assert again.returncode == 0 and "already done" in again.stdout
+
+    overlap = run_script(
+        "--input", str(cases / "head1.nii.gz"), "--output", str(out), "--model", str(tiny_package), "--overlap", "0.5"
+    )
+    assert overlap.returncode == 0 and "already done" not in overlap.stdout  # another overlap: segmented again
+    assert json.loads((out / "head1_volumes.json").read_text())["overlap"] == 0.5
 
 
 def test_bad_arguments_exit_2_with_one_line(tmp_path):

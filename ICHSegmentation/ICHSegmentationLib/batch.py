@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quality", choices=QUALITIES, default="auto", help="auto (default): what the model card recommends"
     )
+    p.add_argument("--overlap", type=float, help="window overlap 0-0.9 instead of the quality's (fast 0.25)")
     p.add_argument("--force", action="store_true", help="re-segment cases already done")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--timeout", type=float, help="cancel after this many seconds")
@@ -55,6 +56,7 @@ def run_batch(argv: Sequence[str], python: str | None = None, stream: TextIO | N
     command_args = [*args.input, "-o", args.output, "--model", args.model, "--device", args.device]
     command_args += ["--quality", args.quality] + (["--force"] if args.force else [])
     command_args += ["--no-overlay"] if args.no_overlay else []
+    command_args += ["--overlap", str(args.overlap)] if args.overlap is not None else []
     return run_echoed(
         ichseg_command("segment", *command_args, python=python), "ICHSegmentationBatch", stream, args.timeout
     )
