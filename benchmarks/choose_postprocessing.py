@@ -41,7 +41,7 @@ from ichseg.evaluate.loading import label_array, read_label  # noqa: E402
 from ichseg.evaluate.metrics import dice  # noqa: E402
 from ichseg.evaluate.pairing import find_label_files  # noqa: E402
 from ichseg.fileutil import write_json_atomic  # noqa: E402
-from ichseg.infer import QUALITY_CHOICES, Segmenter, finish_label  # noqa: E402
+from ichseg.infer import QUALITY_CHOICES, Segmenter, find_cavity, finish_label  # noqa: E402
 from ichseg.labels import CLASSES, class_by_key, class_by_value  # noqa: E402
 from ichseg.model import load_package  # noqa: E402
 from ichseg.preprocess import Prepared, prepare_image  # noqa: E402
@@ -61,10 +61,12 @@ class ValidationCase:
 
     def __init__(self, name: str, probs: np.ndarray, prepared: Prepared, spacing, reference: np.ndarray):
         self.name, self.probs, self.prepared, self.spacing, self.reference = name, probs, prepared, spacing, reference
+        self.cavity = find_cavity(prepared)  # once per case: it depends on the CT only, not on the rules
 
     def label(self, rules: dict[int, float]) -> np.ndarray:
         """The class map ``ichseg segment`` would write with these confidence rules."""
-        label, _, _ = finish_label(self.probs.astype(np.float32), self.prepared, self.spacing, min_confidence=rules)
+        probs = self.probs.astype(np.float32)
+        label, _ = finish_label(probs, self.prepared, self.spacing, min_confidence=rules, cavity=self.cavity)
         return label
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "SegmentationResult",
     "Segmenter",
     "cavity_summary",
+    "find_cavity",
     "finish_label",
     "resolve_quality",
     "quality_warning",
@@ -203,31 +204,34 @@ def cavity_summary(cavity: CranialCavity) -> dict[str, Any]:
     }
 
 
+def find_cavity(prepared: Prepared) -> CranialCavity:
+    """The cranial cavity of a prepared image, on its (cropped) working grid."""
+    return cranial_cavity(prepared.hu, tuple(prepared.grid.spacing[::-1]))
+
+
 def finish_label(
     probs: np.ndarray,
     prepared: Prepared,
     spacing_xyz: Sequence[float],
     *,
     min_confidence: dict[int, float],
-    cavity_check: bool = True,
+    cavity: CranialCavity | None,
     timings: dict[str, float] | None = None,
-) -> tuple[np.ndarray, dict[str, int], CranialCavity | None]:
+) -> tuple[np.ndarray, dict[str, int]]:
     """What follows the network: the class map (z, y, x) uint8 on the input grid, voxels removed per rule.
 
     Working-grid rules on the probabilities (edited in place): unconfident components (when the
-    card sets thresholds), then findings outside the cranial cavity; then probabilities back to the
-    input grid (``spacing_xyz``) and :func:`ichseg.postprocess.postprocess`.  Removed voxels are
-    counted on the input grid.  Shared by :class:`Segmenter` and the benchmarks that tune rules.
+    card sets thresholds), then findings outside ``cavity`` (:func:`find_cavity`; None: rule off,
+    and a cavity without a mask removes nothing); then probabilities back to the input grid
+    (``spacing_xyz``) and :func:`ichseg.postprocess.postprocess`.  Removed voxels are counted on
+    the input grid.  Shared by :class:`Segmenter` and the benchmarks that tune rules.
     """
     timings = {} if timings is None else timings
     t = time.perf_counter()
     dropped = drop_unconfident_components(probs, min_confidence)
-    cavity = None
-    if cavity_check:
+    if cavity is not None and cavity.mask is not None:
         spacing_zyx = tuple(prepared.grid.spacing[::-1])
-        cavity = cranial_cavity(prepared.hu, spacing_zyx)
-        if cavity.mask is not None:
-            dropped["extracranial_components"] = drop_extracranial_components(probs, cavity.mask, spacing_zyx)
+        dropped["extracranial_components"] = drop_extracranial_components(probs, cavity.mask, spacing_zyx)
     scale = math.prod(prepared.working.spacing) / math.prod(spacing_xyz)
     removed = {rule: int(round(n * scale)) for rule, n in dropped.items()}
     arr = sitk.GetArrayFromImage(labels_to_original(probs, prepared))
@@ -235,7 +239,7 @@ def finish_label(
     t = time.perf_counter()
     removed.update(postprocess(arr, spacing_xyz))
     timings["postprocess"] = time.perf_counter() - t
-    return arr, removed, cavity
+    return arr, removed
 
 
 class Segmenter:
@@ -326,14 +330,13 @@ class Segmenter:
         probs, window = self.predict_probabilities(prepared)
         timings["predict"] = time.perf_counter() - t
 
+        t = time.perf_counter()
+        cavity = find_cavity(prepared) if self.cavity_check else None
+        timings["cavity"] = time.perf_counter() - t
+
         report("resample", 0.8, "returning to the input grid")
-        arr, removed, cavity = finish_label(
-            probs,
-            prepared,
-            image.GetSpacing(),
-            min_confidence=self.min_confidence,
-            cavity_check=self.cavity_check,
-            timings=timings,
+        arr, removed = finish_label(
+            probs, prepared, image.GetSpacing(), min_confidence=self.min_confidence, cavity=cavity, timings=timings
         )
         del probs
         if cavity is not None and cavity.mask is None:

@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     run_warnings = [w for w in (quality_warning(entry.card, quality),) if w is not None]
     for warning in run_warnings:  # printed once per run, recorded with every case
         print(f"ichseg segment: warning: {warning}", file=sys.stderr)
+    overlap = args.overlap if args.overlap is not None else QUALITY_SETTINGS[quality]["overlap"]
     segmenter: Segmenter | None = None
     statuses: list[dict[str, str]] = []
     n = len(cases)
@@ -188,7 +189,6 @@ def run(args: argparse.Namespace) -> int:
         def report(stage: str, fraction: float, message: str, _case=case.name, _base=base) -> None:
             progress.emit(stage, _base + fraction / max(n, 1), f"{_case}: {message}", case=_case)
 
-        overlap = args.overlap if args.overlap is not None else QUALITY_SETTINGS[quality]["overlap"]
         if not args.force and _is_done(out, case.name, entry.ref, quality, not args.keep_extracranial, overlap):
             statuses.append(
                 {"case": case.name, "status": "skipped", "message": "already done with this model", "seconds": "0"}
