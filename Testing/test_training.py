@@ -95,14 +95,16 @@ def _cli_train(blobs: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def test_kill_and_resume_equals_uninterrupted_run(blobs, tmp_path):
+@pytest.mark.parametrize("ema", [None, "0.9"], ids=["weights", "weight-average"])
+def test_kill_and_resume_equals_uninterrupted_run(blobs, tmp_path, ema):
+    extra = [] if ema is None else ["--ema", ema]
     full = tmp_path / "full"
-    assert cli_main(_cli_train(blobs, full)) == 0
+    assert cli_main(_cli_train(blobs, full, *extra)) == 0
 
     killed = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ichseg", *_cli_train(blobs, killed)],
+        [sys.executable, "-m", "ichseg", *_cli_train(blobs, killed, *extra)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -125,12 +127,45 @@ def test_kill_and_resume_equals_uninterrupted_run(blobs, tmp_path):
     ckpt = torch.load(tmp_path / "killed.work" / "fold_all" / "checkpoint.pt", weights_only=True)
     assert 8 <= ckpt["step"] < 20
 
-    assert cli_main([*_cli_train(blobs, killed), "--resume"]) == 0
+    assert cli_main([*_cli_train(blobs, killed, *extra), "--resume"]) == 0
     a, b = load_package(full), load_package(killed)
     assert a.states[0].keys() == b.states[0].keys()
     for k in a.states[0]:
         assert torch.equal(a.states[0][k], b.states[0][k]), k
     assert a.card.metrics["folds"]["all"]["final_loss"] == b.card.metrics["folds"]["all"]["final_loss"]
+    assert a.card.training["ema"] == (None if ema is None else float(ema))
+
+
+def test_weight_average_is_what_is_validated_and_packaged(blobs, tmp_path, monkeypatch):
+    """--ema: the package holds E_1 = W_1, E_i = d E_(i-1) + (1 - d) W_i; training itself is unchanged."""
+    from ichseg.train import loop
+
+    seen: list[dict[str, torch.Tensor]] = []
+    update = loop.AveragedModel.update_parameters
+
+    def recording(self, model):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return update(self, model)
+
+    monkeypatch.setattr(loop.AveragedModel, "update_parameters", recording)
+    decay, steps = 0.8, 6
+    plain = run_training(_tiny([blobs], tmp_path / "plain", steps=steps, val_every=3))
+    averaged = run_training(_tiny([blobs], tmp_path / "avg", steps=steps, val_every=3, ema=decay))
+    assert plain.results[0].losses == averaged.results[0].losses  # the average does not touch training
+    assert len(seen) == steps
+    for k, v in seen[-1].items():
+        assert torch.equal(v, plain.results[0].state_dict[k]), k  # W_i are the trained weights
+    expected = dict(seen[0])
+    for weights in seen[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
+    pkg = load_package(averaged.package)
+    assert pkg.states[0].keys() == plain.results[0].state_dict.keys()
+    for k, v in pkg.states[0].items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6)
+    assert not all(torch.equal(pkg.states[0][k], seen[-1][k]) for k in expected)
+    assert pkg.card.training["ema"] == decay
+    with pytest.raises(InputError, match="--ema must be a decay"):
+        _tiny([blobs], tmp_path / "bad", ema=1.0).validate()
 
 
 def test_finetune_records_parent_uses_replay_and_freezes_encoder(trained, blobs, tmp_path):

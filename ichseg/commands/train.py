@@ -71,6 +71,12 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
         help="inference mode of validation (accurate: mirroring TTA, overlap 0.5; ~7x slower, less noisy)",
     )
     g.add_argument("--keep", choices=("last", "best"), default="last", help="weights to package")
+    g.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="validate and package an exponential moving average of the weights (e.g. 0.999: ~1000 steps)",
+    )
     r = p.add_argument_group("runtime")
     r.add_argument("--work-dir", type=Path, help="cache and checkpoints (default: OUTPUT.work)")
     r.add_argument("--seed", type=int, default=0)
@@ -141,6 +147,7 @@ def common_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "val_every": args.val_every,
         "val_quality": args.val_quality,
         "keep": args.keep,
+        "ema": args.ema,
         "work_dir": args.work_dir,
         "seed": args.seed,
         "device": args.device,

@@ -412,6 +412,7 @@ def training_summary(
         "class_ratios": list(cfg.class_ratios),
         "negative_hu": None if cfg.negative_hu is None else list(cfg.negative_hu),
         "keep": cfg.keep,
+        "ema": cfg.ema,
         "val_quality": cfg.val_quality,
         "device": str(rt.device),
         "world_size": rt.info.world_size,

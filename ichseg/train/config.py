@@ -50,6 +50,7 @@ class TrainConfig:
     lr: float | None = None  # default 0.01 (sgd) / 3e-4 (adamw); poly decay (power 0.9)
     weight_decay: float = 3e-5
     grad_clip: float = 12.0
+    ema: float | None = None  # decay of an exponential moving average of the weights (validated, packaged)
     # runtime
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1
@@ -104,6 +105,8 @@ class TrainConfig:
             len(self.negative_hu) == 2 and float(self.negative_hu[0]) < float(self.negative_hu[1])
         ):
             raise InputError(f"negative HU range must be LO,HI with LO < HI, got {self.negative_hu}")
+        if self.ema is not None and not 0.0 <= self.ema < 1.0:
+            raise InputError(f"--ema must be a decay in [0, 1), e.g. 0.999, got {self.ema}")
         if self.val_quality not in QUALITY_MODES:
             raise InputError(f"validation quality must be {' or '.join(QUALITY_MODES)}, got {self.val_quality!r}")
         for name in ("val_every", "checkpoint_every", "log_every"):

@@ -14,6 +14,11 @@ Precision
     CUDA: float16 autocast with a ``GradScaler`` (``amp``), or bfloat16 autocast when ``bf16`` is set
     and supported.  CPU: float32, or bfloat16 autocast when ``bf16`` is set and the CPU supports it.
     Losses are always evaluated in float32.
+
+Weight averaging
+    With ``ema`` set, an exponential moving average of the weights (``torch.optim.swa_utils``) is
+    updated after every step; it is what is validated, kept as "best" and packaged, and it is part of
+    the checkpoint.  Small-batch training is noisy from step to step; the average is not.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 from monai.metrics import DiceMetric
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import labels
@@ -309,6 +315,8 @@ def run_loop(
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     autocast = _autocast(device, amp_dtype)
     loss_fn = build_loss(cfg.loss, deep_supervision=deep_supervision).to(device)
+    ema = None if cfg.ema is None else AveragedModel(unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+    evaluated = model if ema is None else ema.module  # the weights validated and packaged
 
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
     best_path = ckpt_dir / BEST_NAME
@@ -329,6 +337,8 @@ def run_loop(
         scheduler.load_state_dict(ckpt["scheduler"])
         if use_scaler and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         set_rng_state(ckpt["rng"])
         start = int(ckpt["step"])
         losses = list(ckpt["losses"])
@@ -367,6 +377,7 @@ def run_loop(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if use_scaler else {},
+                "ema": {} if ema is None else ema.state_dict(),
                 "rng": rng_state(),
                 "losses": losses,
                 "val_history": val_history,
@@ -402,6 +413,8 @@ def run_loop(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(unwrap(model))
         step += 1
         value = loss.detach()
         if info.enabled:
@@ -412,12 +425,12 @@ def run_loop(
         dice = None
         if val_cases and (step % cfg.val_every == 0 or step == cfg.steps):
             if info.is_main:
-                dice = validate(model, val_cases, patch_zyx, normalization, device, autocast, cfg.val_quality)
+                dice = validate(evaluated, val_cases, patch_zyx, normalization, device, autocast, cfg.val_quality)
                 val_history.append({"step": step, "dice": dice})
                 score = dice.get("mean")
                 if score is not None and (best_score is None or score > best_score):
                     best_score, best_step = float(score), step
-                    _save(_state(model), best_path)
+                    _save(_state(evaluated), best_path)
             barrier(info)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             checkpoint(step)
@@ -451,7 +464,7 @@ def run_loop(
     if best_path.is_file() and info.is_main and best_step is not None:
         best_state = torch.load(best_path, map_location="cpu", weights_only=True)
     return LoopResult(
-        state_dict=_state(model),
+        state_dict=_state(evaluated),
         best_state_dict=best_state,
         losses=losses,
         val_history=val_history,
