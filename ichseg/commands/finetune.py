@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .train import _tuple, add_runtime_arguments, common_kwargs
+from .train import add_runtime_arguments, common_kwargs, number_list
 
 NAME = "finetune"
 HELP = "fine-tune a model package on new cases (lower lr, optional frozen encoder, replay)"
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", help="loss (default: the parent's)")
     p.add_argument(
         "--patch",
-        type=_tuple(int, 3, "--patch"),
+        type=number_list(int, 3, "--patch"),
         metavar="Z,Y,X",
         help="training and inference window in voxels (default: the parent's; a larger one gives more context)",
     )

@@ -35,7 +35,7 @@ def _holdout(text: str) -> float | Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .train import _tuple
+    from .train import number_list
 
     p.add_argument("cases_dir", type=Path, metavar="CASES_DIR", help="folder of corrected training cases")
     p.add_argument(
@@ -89,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--lr", type=float, help="learning rate (default: the parent's x --lr-factor)")
     o.add_argument("--lr-factor", type=float, default=0.1)
     o.add_argument("--freeze-encoder", action="store_true", help="train only the decoder")
-    o.add_argument("--class-ratios", type=_tuple(float, 4, "--class-ratios"), metavar="BG,ICH,PHE,IVH")
+    o.add_argument("--class-ratios", type=number_list(float, 4, "--class-ratios"), metavar="BG,ICH,PHE,IVH")
     o.add_argument("--no-augment", dest="augment", action="store_false")
     o.add_argument("--loss", help="loss (default: the parent's)")
     r = p.add_argument_group("runtime")

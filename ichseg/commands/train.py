@@ -19,7 +19,9 @@ DESCRIPTION = (
 VAL_QUALITIES = ("fast", "accurate")  # = ichseg.model.card.QUALITY_MODES (not imported: torch)
 
 
-def _tuple(kind: Callable[[str], Any], n: int | None = None, name: str = "value") -> Callable[[str], tuple]:
+def number_list(kind: Callable[[str], Any], n: int | None = None, name: str = "value") -> Callable[[str], tuple]:
+    """argparse type: ``n`` comma-separated numbers of type ``kind`` (any count when ``n`` is None)."""
+
     def parse(text: str) -> tuple:
         try:
             values = tuple(kind(v) for v in text.replace("x", ",").split(",") if v.strip())
@@ -35,7 +37,7 @@ def _tuple(kind: Callable[[str], Any], n: int | None = None, name: str = "value"
 def _negative_hu(text: str) -> tuple[float, float] | str:
     if text.strip().lower() == "any":
         return "any"
-    lo, hi = _tuple(float, 2, "--negative-hu")(text)
+    lo, hi = number_list(float, 2, "--negative-hu")(text)
     if lo >= hi:
         raise argparse.ArgumentTypeError(f"--negative-hu: LO must be below HI, got {text!r}")
     return (lo, hi)
@@ -51,7 +53,7 @@ def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=float, default=3e-5)
     g.add_argument(
         "--class-ratios",
-        type=_tuple(float, 4, "--class-ratios"),
+        type=number_list(float, 4, "--class-ratios"),
         metavar="BG,ICH,PHE,IVH",
         help="patch-centre sampling ratios (default 1,1,1,1)",
     )
@@ -102,17 +104,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("datasets", nargs="+", type=Path, metavar="DATASET", help="training data folder(s)")
     p.add_argument("-o", "--output", type=Path, required=True, help="model package folder to write")
     g = p.add_argument_group("plan (default: derived from the data)")
-    g.add_argument("--spacing", type=_tuple(float, 3, "--spacing"), metavar="X,Y,Z", help="working spacing in mm")
+    g.add_argument("--spacing", type=number_list(float, 3, "--spacing"), metavar="X,Y,Z", help="working spacing in mm")
     g.add_argument(
         "--min-spacing",
-        type=_tuple(float, 3, "--min-spacing"),
+        type=number_list(float, 3, "--min-spacing"),
         metavar="X,Y,Z",
         help="CPU-speed floor of the working spacing (default 1,1,2.5 mm)",
     )
-    g.add_argument("--patch", type=_tuple(int, 3, "--patch"), metavar="Z,Y,X", help="patch size in voxels")
+    g.add_argument("--patch", type=number_list(int, 3, "--patch"), metavar="Z,Y,X", help="patch size in voxels")
     g.add_argument("--max-patch-voxels", type=int, default=32 * 128 * 128)
     g.add_argument(
-        "--filters", type=_tuple(int, None, "--filters"), metavar="F1,F2,...", help="filters per stage (sets the depth)"
+        "--filters",
+        type=number_list(int, None, "--filters"),
+        metavar="F1,F2,...",
+        help="filters per stage (sets the depth)",
     )
     g.add_argument("--base-filters", type=int, default=16)
     g.add_argument("--max-filters", type=int, default=256)
@@ -121,7 +126,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--normalization", choices=("unit", "zscore"), default="unit")
     g.add_argument(
         "--window",
-        type=_tuple(float, 2, "--window"),
+        type=number_list(float, 2, "--window"),
         metavar="LOW,HIGH",
         default=(-15.0, 100.0),
         help="HU clipping window (default -15,100)",
