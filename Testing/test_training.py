@@ -17,7 +17,7 @@ from ichseg.cli import main as cli_main
 from ichseg.errors import InputError, OutputError
 from ichseg.model import load_package
 from ichseg.train import FinetuneConfig, TrainConfig, run_finetune, run_training
-from ichseg.train.crossval import holdout_split, kfold_splits, merge_fold_packages
+from ichseg.train.crossval import holdout_split, kfold_splits, lesion_labels, merge_fold_packages
 from ichseg.train.loop import cpu_bf16_supported
 from ichseg.train.synthetic import make_blob_dataset
 
@@ -276,6 +276,25 @@ def test_splits_are_deterministic_and_disjoint():
     assert kfold_splits(names, 5, seed=4) != a
     train, val = holdout_split(names, 2, seed=0)
     assert len(val) == 2 and len(train) == 9 and holdout_split(names, 2, seed=0) == (train, val)
+
+
+def test_holdout_covers_every_class_that_two_cases_have():
+    """40 cases: IVH in 3, PHE in 10, ICH in 30, a lone class 4 in one case; 3 validation cases."""
+    names = [f"c{i:02d}" for i in range(40)]
+    present = {n: ({1} if i < 30 else set()) | ({2} if i < 10 else set()) for i, n in enumerate(names)}
+    for n in ("c35", "c36", "c37"):
+        present[n] = {3}
+    present["c38"] = {4}
+    for seed in range(20):
+        train, val = holdout_split(names, 3, seed=seed, present=present)
+        assert len(val) == 3 and sorted(train + val) == names
+        covered = set().union(*(present[n] for n in val))
+        assert {1, 2, 3} <= covered, (seed, val)  # IVH (3 cases) is always validated
+        assert "c38" in train  # a class only one case has stays in training
+        assert holdout_split(names, 3, seed=seed, present=present) == (train, val)
+    train, val = holdout_split(names, 1, seed=0, present=present)
+    assert len(val) == 1 and present[val[0]] == {3}  # rarest class first
+    assert lesion_labels({"class_voxels": [100, 5, 0, 7]}) == {1, 3}
 
 
 @pytest.mark.skipif(not cpu_bf16_supported(), reason="CPU without bf16 support")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from ..preprocess import Normalization, PreprocessConfig
 from ..progress import Progress
 from .cache import CachedCase, build_cache, cache_dir_for, scan_cases
 from .config import TrainConfig
-from .crossval import holdout_split, kfold_splits
+from .crossval import holdout_split, kfold_splits, lesion_labels
 from .dataset import Skipped, discover_all, summarize_refs
 from .ddp import DistInfo, barrier, broadcast_object, cleanup, dist_info, init_distributed, wrap_model
 from .fingerprint import build_fingerprint
@@ -147,13 +147,15 @@ def reporter(progress: Progress, stage: str, verb: str) -> Callable[[int, int, s
     return report
 
 
-def fold_splits(names: Sequence[str], cfg: TrainConfig) -> list[tuple[int | None, list[str], list[str]]]:
-    """(fold, train names, validation names) for each fold to train."""
+def fold_splits(
+    names: Sequence[str], cfg: TrainConfig, present: Mapping[str, set[int]] | None = None
+) -> list[tuple[int | None, list[str], list[str]]]:
+    """(fold, train names, validation names) for each fold to train (``present``: see ``holdout_split``)."""
     if cfg.folds > 1:
         splits = kfold_splits(names, cfg.folds, cfg.seed)
         chosen = [cfg.fold] if cfg.fold is not None else list(range(cfg.folds))
         return [(i, *splits[i]) for i in chosen]
-    train_names, val_names = holdout_split(names, cfg.val_cases, cfg.seed)
+    train_names, val_names = holdout_split(names, cfg.val_cases, cfg.seed, present)
     return [(None, train_names, val_names)]
 
 
@@ -318,7 +320,7 @@ def _run_training(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     pre: PreprocessConfig = plan.preprocess_config()
     arch = plan.architecture()
     lr = cfg.lr if cfg.lr is not None else cfg.default_lr
-    splits = fold_splits(sorted(by_name), cfg)
+    splits = fold_splits(sorted(by_name), cfg, {n: lesion_labels(c.meta) for n, c in by_name.items()})
     anisotropic = plan.anisotropic_stages > 0
     results, folds = [], []
     for i, (fold, train_names, val_names) in enumerate(splits):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +37,39 @@ def kfold_splits(names: Sequence[str], k: int, seed: int = 0) -> list[tuple[list
     return out
 
 
-def holdout_split(names: Sequence[str], n_val: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Hold ``n_val`` cases out for validation (at least one case is always left for training)."""
+def holdout_split(
+    names: Sequence[str], n_val: int, seed: int = 0, present: Mapping[str, Collection[int]] | None = None
+) -> tuple[list[str], list[str]]:
+    """Hold ``n_val`` cases out for validation (at least one case is always left for training).
+
+    ``present`` (case → lesion labels it contains): the validation cases then cover every label that
+    at least two cases contain, rarest label first, as far as ``n_val`` allows; the rest are drawn
+    at random, keeping a case whose label no other case has in training.  Without it a small
+    hold-out can miss a rare class (IVH) and model selection is blind to it.
+    """
     shuffled = _shuffled(names, seed)
     n_val = max(0, min(n_val, len(shuffled) - 1))
-    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+    val: list[str] = []
+    if present is not None:
+        having: dict[int, list[str]] = {}  # label → cases containing it, in shuffled order
+        for n in shuffled:
+            for lab in present.get(n, ()):
+                having.setdefault(int(lab), []).append(n)
+        for lab in sorted(having, key=lambda lab: (len(having[lab]), lab)):
+            covered = any(lab in present.get(n, ()) for n in val)
+            if len(val) < n_val and not covered and len(having[lab]) >= 2:
+                val.append(next(n for n in having[lab] if n not in val))
+        unique = {cases[0] for cases in having.values() if len(cases) == 1}  # its class is seen only there
+        rest = [n for n in shuffled if n not in val and n not in unique] + [n for n in shuffled if n in unique]
+    else:
+        rest = shuffled
+    val += [n for n in rest if n not in val][: n_val - len(val)]
+    return sorted(n for n in shuffled if n not in val), sorted(val)
+
+
+def lesion_labels(meta: Mapping) -> set[int]:
+    """Lesion labels (> 0) present in a cached case, from its ``class_voxels``."""
+    return {i for i, count in enumerate(meta.get("class_voxels", ())) if i > 0 and count > 0}
 
 
 def merge_fold_packages(
