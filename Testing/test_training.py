@@ -17,7 +17,8 @@ from ichseg.cli import main as cli_main
 from ichseg.errors import InputError, OutputError
 from ichseg.model import load_package
 from ichseg.train import FinetuneConfig, TrainConfig, run_finetune, run_training
-from ichseg.train.crossval import holdout_split, kfold_splits, lesion_labels, merge_fold_packages
+from ichseg.train.cache import CachedCase
+from ichseg.train.crossval import holdout_split, kfold_splits, merge_fold_packages
 from ichseg.train.loop import cpu_bf16_supported
 from ichseg.train.synthetic import make_blob_dataset
 
@@ -294,7 +295,8 @@ def test_holdout_covers_every_class_that_two_cases_have():
         assert holdout_split(names, 3, seed=seed, present=present) == (train, val)
     train, val = holdout_split(names, 1, seed=0, present=present)
     assert len(val) == 1 and present[val[0]] == {3}  # rarest class first
-    assert lesion_labels({"class_voxels": [100, 5, 0, 7]}) == {1, 3}
+    cached = CachedCase("c", Path("c_img.npy"), Path("c_seg.npy"), {"class_voxels": [100, 5, 0, 7]})
+    assert cached.lesion_labels == {1, 3}
 
 
 @pytest.mark.skipif(not cpu_bf16_supported(), reason="CPU without bf16 support")

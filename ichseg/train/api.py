@@ -29,7 +29,7 @@ from ..preprocess import Normalization, PreprocessConfig
 from ..progress import Progress
 from .cache import CachedCase, build_cache, cache_dir_for, scan_cases
 from .config import TrainConfig
-from .crossval import holdout_split, kfold_splits, lesion_labels
+from .crossval import holdout_split, kfold_splits
 from .dataset import Skipped, discover_all, summarize_refs
 from .ddp import DistInfo, barrier, broadcast_object, cleanup, dist_info, init_distributed, wrap_model
 from .fingerprint import build_fingerprint
@@ -320,7 +320,7 @@ def _run_training(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     pre: PreprocessConfig = plan.preprocess_config()
     arch = plan.architecture()
     lr = cfg.lr if cfg.lr is not None else cfg.default_lr
-    splits = fold_splits(sorted(by_name), cfg, {n: lesion_labels(c.meta) for n, c in by_name.items()})
+    splits = fold_splits(sorted(by_name), cfg, {n: c.lesion_labels for n, c in by_name.items()})
     anisotropic = plan.anisotropic_stages > 0
     results, folds = [], []
     for i, (fold, train_names, val_names) in enumerate(splits):

@@ -55,6 +55,11 @@ class CachedCase:
     def shape_zyx(self) -> tuple[int, int, int]:
         return tuple(self.meta["shape_zyx"])  # type: ignore[return-value]
 
+    @property
+    def lesion_labels(self) -> set[int]:
+        """Lesion labels (> 0) present in the case, from its cached ``class_voxels``."""
+        return {i for i, count in enumerate(self.meta.get("class_voxels", ())) if i > 0 and count > 0}
+
 
 def _key(ref: CaseRef, extra: Any) -> str:
     payload = json.dumps([CACHE_VERSION, [file_signature(p) for p in ref.files()], ref.lut, extra], default=str)

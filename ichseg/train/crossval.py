@@ -67,11 +67,6 @@ def holdout_split(
     return sorted(n for n in shuffled if n not in val), sorted(val)
 
 
-def lesion_labels(meta: Mapping) -> set[int]:
-    """Lesion labels (> 0) present in a cached case, from its ``class_voxels``."""
-    return {i for i, count in enumerate(meta.get("class_voxels", ())) if i > 0 and count > 0}
-
-
 def merge_fold_packages(
     packages: Sequence[str | os.PathLike], output: str | os.PathLike, *, overwrite: bool = False
 ) -> Path:

@@ -40,7 +40,7 @@ from .api import (
 )
 from .cache import build_cache, cache_dir_for
 from .config import FinetuneConfig
-from .crossval import holdout_split, lesion_labels
+from .crossval import holdout_split
 from .dataset import Skipped, discover_all
 from .ddp import barrier, cleanup
 from .plan import Plan
@@ -131,7 +131,7 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
     inference = {**pc.inference, "patch_size_zyx": [int(v) for v in patch]}
     anisotropic = any(min(k) == 1 for k in pc.architecture["kernels"])
     lr = cfg.lr if cfg.lr is not None else _parent_lr(pc) * cfg.lr_factor
-    present = {n: lesion_labels(c.meta) for n, c in by_name.items()}
+    present = {n: c.lesion_labels for n, c in by_name.items()}
     train_names, val_names = holdout_split(sorted(by_name), cfg.val_cases, cfg.seed, present)
     splits = [(None, train_names, val_names)]
     pools = [([by_name[n] for n in train_names], 1.0 - fraction), (replay, fraction)]
