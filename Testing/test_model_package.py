@@ -212,3 +212,43 @@ def test_bump_version():
     assert bump_version("1.2.3", "patch") == "1.2.4"
     with pytest.raises(ValueError):
         bump_version("v1")
+
+
+def test_average_is_the_weighted_mean_with_members_recorded(tmp_path):
+    from ichseg.model.average import average_packages
+
+    a = save_package(tmp_path / "a", _card(version="1.0.0"), _states(1))
+    torch.manual_seed(5)
+    b = save_package(tmp_path / "b", _card(version="1.1.0"), [(None, build_network(ARCH).state_dict())])
+    out = average_packages([a, b], tmp_path / "soup", "1.1.1", [1.0, 3.0])
+    pa, pb, soup = load_package(a), load_package(b), load_package(out)
+    for key, value in soup.states[0].items():
+        expected = 0.25 * pa.states[0][key].double() + 0.75 * pb.states[0][key].double()
+        assert torch.allclose(value.double(), expected, atol=1e-6), key
+    card = soup.card
+    assert card.version == "1.1.1" and card.metrics == {}
+    assert (card.parent.version, card.parent.sha256) == ("1.0.0", pa.card.weights[0].sha256)
+    members = card.training["weight_average"]
+    assert [(m["version"], m["weight"]) for m in members] == [("1.0.0", 0.25), ("1.1.0", 0.75)]
+    assert card.training["steps"] == pb.card.training["steps"]
+
+
+def test_average_refuses_what_cannot_be_averaged(tmp_path):
+    from ichseg.model.average import average_packages
+
+    a = save_package(tmp_path / "a", _card(), _states(1))
+    other = architecture(kernels=[[3, 3, 3]] * 3, strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], filters=[4, 8, 16])
+    torch.manual_seed(0)
+    b = save_package(tmp_path / "b", _card(architecture=other), [(None, build_network(other).state_dict())])
+    folds = save_package(tmp_path / "cv", _card(), _states(2))
+    with pytest.raises(InputError, match="architecture differ"):
+        average_packages([a, b], tmp_path / "x", "1.0.1")
+    with pytest.raises(InputError, match="2 weights files"):
+        average_packages([a, folds], tmp_path / "x", "1.0.1")
+    with pytest.raises(InputError, match="non-negative"):
+        average_packages([a, a], tmp_path / "x", "1.0.1", [1.0, -1.0])
+    with pytest.raises(InputError, match="semantic version"):
+        average_packages([a, a], tmp_path / "x", "one")
+    with pytest.raises(InputError, match="at least two"):
+        average_packages([a], tmp_path / "x", "1.0.1")
+    assert not (tmp_path / "x").exists()

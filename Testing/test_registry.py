@@ -80,3 +80,17 @@ def test_path_resolution(env):
 
 def test_version_key():
     assert version_key("1.10.0") > version_key("1.9.3")
+
+
+def test_models_average_command(env, tmp_path, capsys):
+    _, user = env
+    _user_version(user, "0.1.0")
+    out = tmp_path / "soup"
+    assert main(["models", "average", "tiny-test@0.0.1", "tiny-test@0.1.0", "-o", str(out), "--version", "0.1.1"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    card = json.loads((out / "model.json").read_text())
+    assert card["version"] == "0.1.1"
+    assert [m["weight"] for m in card["training"]["weight_average"]] == [0.5, 0.5]
+    assert main(["models", "average", "tiny-test@0.0.1", "-o", str(tmp_path / "x"), "--version", "0.1.2"]) != 0
+    assert "at least two" in capsys.readouterr().err
+    assert main(["models", "show", "tiny-test@0.0.1", "tiny-test@0.1.0"]) != 0

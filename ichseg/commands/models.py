@@ -1,4 +1,5 @@
-"""``ichseg models``: list installed models, show a model card, choose or roll back the current one."""
+"""``ichseg models``: list installed models, show a model card, choose or roll back the current one,
+average the weights of related models into a new package."""
 
 from __future__ import annotations
 
@@ -6,14 +7,30 @@ import argparse
 import json
 import sys
 
+from .train import number_list
+
 NAME = "models"
-HELP = "list models and their versions; show, use or roll back a version; history of `ichseg improve` runs"
+HELP = (
+    "list models and their versions; show, use or roll back a version; average models' weights; "
+    "history of `ichseg improve` runs"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", default="list", choices=("list", "show", "use", "rollback", "history"))
-    p.add_argument("model", nargs="?", help="path, id@version, version or id (for show/use/rollback)")
+    p.add_argument(
+        "action", nargs="?", default="list", choices=("list", "show", "use", "rollback", "history", "average")
+    )
+    p.add_argument(
+        "model", nargs="*", help="path, id@version, version or id (show/use/rollback: one; average: two or more)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-o", "--out", help="average: the new package folder")
+    p.add_argument("--version", dest="new_version", help="average: the new package's version, e.g. 1.4.1")
+    p.add_argument(
+        "--weights",
+        type=number_list(float, name="--weights"),
+        help="average: one weight per model, comma-separated (default: equal)",
+    )
 
 
 def _summary(entry, current_ref: str | None) -> dict:
@@ -55,6 +72,20 @@ def _history(as_json: bool) -> int:
     return 0
 
 
+def _average(args: argparse.Namespace) -> int:
+    """Write the weighted mean of the models' weights as a new package."""
+    from ..errors import InputError
+    from ..model.average import average_packages
+    from ..model.registry import resolve_model
+
+    if not args.out or not args.new_version:
+        raise InputError("`ichseg models average` needs --out FOLDER and --version X.Y.Z")
+    paths = [resolve_model(ref).path for ref in args.model]
+    out = average_packages(paths, args.out, args.new_version, args.weights)
+    sys.stdout.write(f"wrote {out}\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..model.registry import current_model, list_models, resolve_model, set_current
@@ -79,13 +110,15 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{mark} {r['ref']:<40} {r['source']:<8} {r['created'][:10]}{parent}\n")
         sys.stdout.write("(* = current)\n")
         return 0
-    if not args.model:
-        raise InputError(f"`ichseg models {args.action}` needs a model (path, id@version or version)")
+    if args.action == "average":
+        return _average(args)
+    if len(args.model) != 1:
+        raise InputError(f"`ichseg models {args.action}` needs one model (path, id@version or version)")
     if args.action == "show":
-        entry = resolve_model(args.model)
+        entry = resolve_model(args.model[0])
         sys.stdout.write(json.dumps(entry.card.to_dict(), indent=2) + "\n")
         return 0
-    entry = set_current(args.model)
+    entry = set_current(args.model[0])
     verb = "rolled back to" if args.action == "rollback" else "current model is now"
     sys.stdout.write(f"{verb} {entry.ref}\n")
     return 0
