@@ -114,6 +114,12 @@ class ParentRef:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "sha256": self.sha256, "weights_file": self.weights_file}
 
+    @classmethod
+    def of(cls, card: ModelCard) -> ParentRef:
+        """The reference to ``card``'s model (its first weights file) for a model derived from it."""
+        first = card.weights[0]
+        return cls(card.id, card.version, first.sha256, first.file)
+
 
 @dataclass
 class ModelCard:

@@ -164,7 +164,6 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
         folds.append(w.fold)
     package = None
     if rt.info.is_main:
-        first = pc.weights[0]
         summary = training_summary(cfg, rt, {"cases": data["new"], "skipped": data["skipped"]}, splits, results, lr)
         counts = [sum(r.pool_counts[k] for r in results) for k in range(2)]
         summary["data"]["replay_cases"] = len(replay)
@@ -188,7 +187,7 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
             training=summary,
             inference=inference,
             metrics=metrics_of(folds, results, cfg.val_quality),
-            parent=ParentRef(pc.id, pc.version, first.sha256, first.file),
+            parent=ParentRef.of(pc),
         )
         package = write_package(cfg, rt, card, folds, results, "fine-tuned model package written")
     barrier(rt.info)
