@@ -5,116 +5,24 @@ Everything is defined in head coordinates (mm, x left, y posterior, z superior, 
 the brain centre at basal-ganglia level) and rendered onto a working grid slab by slab (z
 chunks that stay in cache).  Deep structures are evaluated at *deformed* coordinates so a
 mass lesion can push them aside (``Deformation``).
+
+``HeadModel`` renders the head; its types and constants are in ``anatomy_params``, the deep
+brain-region fields in ``brain_regions`` and the face/neck primitives in ``face``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Protocol
-
 import numpy as np
 from scipy import ndimage
 
+from .anatomy_params import AIR_HU, CAVITY, FAT_HU, MUSCLE_HU, Anatomy, AnatomyParams, Deformation
+from .brain_regions import VC, central_fields, fossa_fields, sulcal_field, sylvian_fields
+from .face import face_primitives, paint
 from .geometry import Box, WorkGrid
-from .shapes import F32, Field, capsule, chain, ellipsoid, noise_field, smin, soft
+from .shapes import F32, Field, chain, ellipsoid, noise_field, soft
 
-AIR_HU = -1000.0
-FAT_HU = -95.0
-MUSCLE_HU = 48.0
-
-# Intracranial cavity (inner table): semi-axes a (x), b (y), centre y0, c_up/c_down above/below the
-# origin, and the radius that turns the normalised ellipsoid distance into mm (before per-case scaling).
-CAVITY = {"a": 64.0, "b": 83.0, "y0": 2.0, "c_up": 71.0, "c_down": 110.0, "r": 71.0}
 SLAB = 8  # working-grid z slices per rendering chunk
 IHF_HALF = 30.0  # half-width of the box around the interhemispheric fissure
-
-
-class Deformation(Protocol):
-    """Smooth displacement of the anatomy (mass effect): maps output points to anatomical points."""
-
-    max_shift: float  # upper bound of the displacement (mm) that boxes must allow for
-
-    def apply(self, X: np.ndarray, Y: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-    def efface(self, X: np.ndarray, Y: np.ndarray, Z: np.ndarray) -> np.ndarray | float: ...
-
-
-@dataclass
-class AnatomyParams:
-    """Per-case anatomical parameters (all JSON-serialisable)."""
-
-    scale: tuple[float, float, float]
-    atrophy: float  # 0 young … 1 marked atrophy
-    ventricle_scale: float
-    ventricle_asymmetry: float
-    skull_mm: float
-    table_hu: float
-    diploe_hu: float
-    petrous_hu: float
-    scalp_mm: float
-    scalp_fat: float
-    gm_hu: float
-    wm_hu: float
-    csf_hu: float
-    falx_hu: float
-    sinus_hu: float
-    falx_calcified: bool
-    pineal_calc: list[float] | None  # [radius mm, HU]
-    choroid_calc: list[float] | None
-    basal_ganglia_calc: list[float] | None
-    leukoaraiosis_hu: float
-    sulcal_depth_mm: float
-    midline_x_mm: float
-
-    @classmethod
-    def draw(cls, rng: np.random.Generator) -> AnatomyParams:
-        g = rng.normal(0.995, 0.03)
-        scale = tuple(float(np.clip(g + rng.normal(0, 0.015), 0.9, 1.08)) for _ in range(3))
-        atrophy = float(rng.beta(2.0, 2.6))
-        wm = float(rng.uniform(28.0, 32.5))
-        gm = float(wm + rng.uniform(9.0, 12.0))
-        return cls(
-            scale=scale,  # type: ignore[arg-type]
-            atrophy=atrophy,
-            ventricle_scale=float(np.clip(0.82 + 0.55 * atrophy + rng.normal(0, 0.06), 0.75, 1.6)),
-            ventricle_asymmetry=float(rng.normal(1.0, 0.06)),
-            skull_mm=float(rng.uniform(5.5, 7.5)),
-            table_hu=float(rng.uniform(1350, 1650)),
-            diploe_hu=float(rng.uniform(350, 650)),
-            petrous_hu=float(rng.uniform(1600, 2000)),
-            scalp_mm=float(rng.uniform(3.5, 5.5)),
-            scalp_fat=float(rng.uniform(0.25, 0.85)),
-            gm_hu=gm,
-            wm_hu=wm,
-            csf_hu=float(rng.uniform(2.0, 8.0)),
-            falx_hu=float(rng.uniform(60, 100)),
-            sinus_hu=float(rng.uniform(48, 62)),
-            falx_calcified=bool(rng.random() < 0.15),
-            pineal_calc=[float(rng.uniform(1.8, 3.5)), float(rng.uniform(250, 600))] if rng.random() < 0.65 else None,
-            choroid_calc=[float(rng.uniform(1.8, 3.5)), float(rng.uniform(200, 450))] if rng.random() < 0.55 else None,
-            basal_ganglia_calc=[float(rng.uniform(1.5, 3.0)), float(rng.uniform(150, 350))]
-            if rng.random() < 0.08
-            else None,
-            leukoaraiosis_hu=float(max(0.0, atrophy - 0.3) * rng.uniform(0.0, 14.0)),
-            sulcal_depth_mm=float(rng.uniform(14.0, 20.0)),
-            midline_x_mm=float(rng.normal(0.0, 0.8)),
-        )
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Anatomy:
-    """Rendered anatomy on the working grid."""
-
-    grid: WorkGrid
-    hu: np.ndarray  # float32 HU (lesions not yet painted)
-    brain: np.ndarray  # bool: brain parenchyma (where a bleed or edema may be)
-    ventricles: np.ndarray  # bool: ventricular system (where IVH may be)
-    d_cavity: np.ndarray  # float32 signed distance to the inner skull surface (mm, <0 inside)
-    overlays: list = field(default_factory=list)  # (box, soft fraction, HU) painted after the lesions
-    landmarks: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def _interp(z: np.ndarray, knots: list[float], values: list[float]) -> np.ndarray:
@@ -137,7 +45,7 @@ class HeadModel:
         tex = noise_field(rng, lo, hi, 2.0, 2.5)
         fine = noise_field(rng, lo, hi, 2.0, 1.4)
         var = noise_field(rng, lo, hi, 2.0, 12.0)
-        sulci = _sulcal_field(rng, lo, hi, tex.data.shape)
+        sulci = sulcal_field(rng, lo, hi, tex.data.shape)
         self.fields = Field(np.stack([tex.data, fine.data, sulci, var.data]), tex.origin, tex.spacing)
         self.tex = self.fields.channel(0)
         self.fine = self.fields.channel(1)
@@ -456,7 +364,7 @@ class HeadModel:
     def _lower_head(self, anat: Anatomy) -> None:
         """Orbits, sinuses, mastoids, ears, jaw and upper cervical spine (painted over the base render)."""
         for prim in face_primitives(self, anat.grid):
-            _paint(anat, *prim)
+            paint(anat, *prim)
 
     def _sinuses(self, anat: Anatomy) -> None:
         """Dural venous sinuses (superior sagittal, straight, transverse): dense blood next to the brain."""
@@ -539,201 +447,3 @@ def _forward_point(deform, c: np.ndarray, iters: int = 8) -> np.ndarray:
         a = np.asarray([np.asarray(v).ravel()[0] for v in deform.apply(*(np.float32([[[v]]]) for v in q))])
         q = q + (c - a)
     return q
-
-
-def _sulcal_field(rng: np.random.Generator, lo, hi, shape: tuple[int, int, int]) -> np.ndarray:
-    """Gyral pattern on the 2 mm field grid: smooth noise sampled at partly radially projected
-    points (sulci run roughly perpendicular to the brain surface, curving), scaled so that
-    ``|value|`` is about the distance in mm to the nearest sulcal mid-plane."""
-    base = noise_field(rng, (-80, -80, -80), (80, 80, 80), 2.0, 3.4)
-    sp = 2.0
-    nz, ny, nx = shape
-    c0 = np.array([0.0, 4.0, 4.0])
-    xs = lo[0] + sp * np.arange(nx) - c0[0]
-    ys = lo[1] + sp * np.arange(ny) - c0[1]
-    zs = lo[2] + sp * np.arange(nz) - c0[2]
-    Z, Y, X = np.meshgrid(zs, ys, xs, indexing="ij")
-    r = np.sqrt(X * X + Y * Y + Z * Z) + 1e-3
-    f = (60.0 / r) ** 0.55
-    s = base.at(np.stack([X * f + c0[0], Y * f + c0[1], Z * f + c0[2]], axis=-1))
-    gz, gy, gx = np.gradient(s, sp)
-    near = np.abs(s) < 0.15
-    g = float(np.median(np.sqrt(gx[near] ** 2 + gy[near] ** 2 + gz[near] ** 2))) if near.any() else 0.25
-    return (s / F32(g)).astype(F32)
-
-
-def _vpt(pt, side: int, vs: float) -> np.ndarray:
-    q = np.array(pt, dtype=F32)
-    q[0] *= side
-    return VC + (q - VC) * F32(vs)
-
-
-VC = np.array([0.0, 5.0, 8.0], dtype=F32)  # centre about which the ventricles scale
-
-
-def central_fields(X, Y, Z, p: AnatomyParams, n: np.ndarray) -> dict[str, np.ndarray]:
-    """Ventricles, deep grey nuclei and basal cisterns (template coordinates, already deformed)."""
-    vs = p.ventricle_scale
-    out: dict[str, np.ndarray] = {}
-    lat = None
-    caud_all = None
-    for side in (1, -1):
-        asym = p.ventricle_asymmetry if side > 0 else 1.0 / p.ventricle_asymmetry
-        body = [(10, -31, 6), (9, -21, 10), (8, -8, 13), (9, 6, 17), (11, 18, 17), (20, 30, 11), (22, 42, 8)]
-        body_r = [3.0, 5.2, 5.8, 4.8, 4.8, 6.5, 4.0]
-        pts = [_vpt(q, side, vs) for q in body] + [_vpt((18, 56, 7), side, vs)]
-        radii = [r * vs**0.5 * asym for r in body_r] + [1.2]
-        d = chain(X, Y, Z, pts, radii, k=3.0)
-        th = [_vpt(q, side, vs) for q in ((22, 28, 6), (30, 16, -8), (31, 2, -18), (28, -10, -22))]
-        d = smin(d, chain(X, Y, Z, th, [4.0 * asym, 2.8 * vs, 2.0 * vs, 1.6 * vs], k=2.0), 2.0)
-        caud = ellipsoid(X, Y, Z, (side * 15.5, -14.0, 8.0), (6.5, 9.0, 9.0))
-        caud = smin(caud, capsule(X, Y, Z, (side * 15.5, -12.0, 11.0), (side * 17.5, 10.0, 17.5), 4.0, 2.6), 3.0)
-        d = np.maximum(d, -caud - F32(0.3))
-        d = np.maximum(d, F32(0.9) - side * X)  # septum pellucidum
-        lat = d if lat is None else np.minimum(lat, d)
-        caud_all = caud if caud_all is None else np.minimum(caud_all, caud)
-    out["d_lat"] = lat
-    out["d_caudate"] = caud_all
-    third = ellipsoid(X, Y, Z, VC + (np.array([0.0, 3.0, -2.0], F32) - VC) * vs, (1.2 + 3.2 * p.atrophy, 13.0, 8.5))
-    monro = chain(X, Y, Z, [(-7 * vs, -8, 11), (0, -7, 6), (7 * vs, -8, 11)], [2.0, 2.0, 2.0])
-    third = smin(third, monro, 1.5)
-    aqueduct = capsule(X, Y, Z, (0, 15, -8), (0, 24, -32), 1.1, 1.1)
-    out["d_vent"] = np.minimum(np.minimum(lat, third), aqueduct)
-    ax = np.abs(X)
-    out["d_putamen"] = ellipsoid(ax, Y, Z, (25.0, -2.0, 2.0), (5.5, 15.0, 11.0))
-    out["d_pallidum"] = ellipsoid(ax, Y, Z, (18.5, -1.0, -1.0), (3.5, 8.0, 6.0))
-    out["d_thalamus"] = ellipsoid(ax, Y, Z, (10.5, 13.0, 4.0), (8.0, 13.5, 9.0))
-    mid = ellipsoid(X, Y, Z, (0, 11, -12), (13.0, 10.5, 12.0))
-    amb = np.maximum(mid - F32(1.0 + 2.0 * p.atrophy), -mid)
-    amb = np.maximum(amb, np.maximum(Z - F32(-2.0), F32(-24.0) - Z))
-    quad = ellipsoid(X, Y, Z, (0, 26, -4), (7.0 + 3 * p.atrophy, 5.0, 5.0))
-    supra = ellipsoid(X, Y, Z, (0, -10, -18), (9.0 + 3 * p.atrophy, 7.0, 3.5))
-    out["d_cistern"] = np.minimum(np.minimum(amb, quad), supra)
-    return out
-
-
-def sylvian_fields(X, Y, Z, p: AnatomyParams, n: np.ndarray) -> dict[str, np.ndarray]:
-    """Sylvian fissures and insular cisterns: CSF surfaces for the cortical ribbon."""
-    ax = np.abs(X) + F32(2.5) * n
-    Z = Z + F32(3.0) * n
-    w_syl = F32(0.7 + 2.0 * p.atrophy)
-    z_syl = F32(-6.0) + F32(0.38) * (Y + F32(8.0))
-    d_syl = np.abs(Z - z_syl) * F32(0.93) - w_syl
-    d_syl = np.maximum(d_syl, np.maximum(F32(37.0) - ax, np.maximum(Y - F32(22.0), F32(-34.0) - Y)))
-    x_ins = F32(36.0) + F32(0.004) * (Y + F32(8.0)) ** 2
-    d_ins = np.abs(ax - x_ins) - w_syl
-    lim = np.maximum(np.maximum(Z - F32(14.0), F32(-12.0) - Z), np.maximum(Y - F32(10.0), F32(-28.0) - Y))
-    return {"d_fissure": np.minimum(d_syl, np.maximum(d_ins, lim))}
-
-
-def fossa_fields(X, Y, Z, p: AnatomyParams, n: np.ndarray) -> dict[str, np.ndarray]:
-    """Posterior fossa: region below the tentorium, cerebellum with folia, brainstem, 4th ventricle."""
-    ax = np.abs(X)
-    tent = F32(-6.0) - F32(0.42) * ax - F32(0.28) * np.maximum(Y - F32(30.0), 0)
-    y_pr = F32(-4.0) + F32(0.62) * np.maximum(ax - F32(10.0), 0)
-    in_pf = np.maximum(Z - tent, y_pr + F32(2.0) - Y)
-    incisura = np.maximum(ax - F32(18.0), Y - F32(22.0))  # < 0 in the tentorial notch (midbrain)
-    in_pf = np.maximum(in_pf, -incisura)
-    mid = ellipsoid(X, Y, Z, (0, 11, -12), (13.0, 10.5, 12.0))
-    bs = smin(mid, ellipsoid(X, Y, Z, (0, 9, -32), (16.5, 13.5, 12.5)), 5.0)
-    bs = smin(bs, chain(X, Y, Z, [(0, 18, -46), (0, 24, -66), (0, 28, -112)], [9.0, 7.0, 6.0]), 4.0)
-    fourth = ellipsoid(X, Y, Z, (0, 26.5, -38), (6.5, 4.5, 8.0))
-    fourth = smin(fourth, capsule(X, Y, Z, (0, 26, -37), (0, 32, -35), 3.0, 1.0), 2.0)
-    cmagna = ellipsoid(X, Y, Z, (0, 66, -58), (8.0 + 4 * p.atrophy, 11.0, 8.0))
-    hemi = ellipsoid(ax, Y, Z, (26.0, 47.0, -42.0), (29.0, 37.0, 23.0))
-    # the cerebellum fills the fossa behind the brainstem, below the tentorium
-    y_front = np.maximum(F32(27.0) - F32(0.6) * ax, F32(4.0))
-    cb = np.maximum(in_pf - F32(1.0), y_front - Y)
-    cb = np.maximum(cb, -(fourth - F32(0.5)))
-    par = np.maximum(np.minimum(cb, bs), -np.minimum(fourth, cmagna))
-    w_f = F32(0.05 + 0.3 * p.atrophy)
-    fol = np.abs(np.sin((hemi + F32(2.5) * n) * F32(1.1))) * F32(0.9) - w_f
-    fol = np.where((hemi > -11) & (bs > 2), fol, F32(50.0))
-    return {
-        "pf": soft(in_pf, 2.0),
-        "d_brainstem": bs,
-        "d_cbwm": ellipsoid(ax, Y, Z, (16.0, 44.0, -38.0), (9.0, 11.0, 9.0)),
-        "d_pf_par": np.maximum(par, -fol),
-        "d_vent": fourth,
-    }
-
-
-def _paint(anat: Anatomy, lo, hi, sdf_fn, hu_value, outside_cavity: bool = True) -> None:
-    """Paint a primitive (signed distance function of (X, Y, Z)) with a HU value or HU function."""
-    box = anat.grid.box(lo, hi)
-    if box.empty:
-        return
-    X, Y, Z = anat.grid.mesh(box)
-    d = sdf_fn(X, Y, Z)
-    f = soft(d, anat.grid.spacing)
-    if outside_cavity:
-        f *= np.clip(anat.d_cavity[box.slices] * F32(0.5), 0, 1)
-    h = anat.hu[box.slices]
-    val = hu_value(X, Y, Z) if callable(hu_value) else F32(hu_value)
-    h += (val - h) * f
-
-
-def face_primitives(head: HeadModel, grid: WorkGrid):
-    """Primitives below the skull base: (lo, hi, sdf, hu) in head coordinates of this case."""
-    s = head.s
-    prims = []
-
-    def P(p):
-        return np.asarray(p, dtype=float) * s
-
-    def ell(c, r, hu, pad=2.0):
-        c2, r2 = P(c), np.asarray(r) * s
-        prims.append((c2 - r2 - pad, c2 + r2 + pad, lambda X, Y, Z, c2=c2, r2=r2: ellipsoid(X, Y, Z, c2, r2), hu))
-
-    def cap(a, b, r, hu):
-        a2, b2 = P(a), P(b)
-        lo, hi = np.minimum(a2, b2) - r - 2, np.maximum(a2, b2) + r + 2
-        prims.append((lo, hi, lambda X, Y, Z, a2=a2, b2=b2: capsule(X, Y, Z, a2, b2, r, r), hu))
-
-    fine = head.fine
-
-    def cells(air_frac: float, bone_hu: float):
-        def fn(X, Y, Z):
-            n = fine.sample(X.ravel(), Y.ravel(), Z.ravel())
-            return F32(-950.0) + F32(bone_hu + 950.0) * np.clip((n - F32(air_frac)) * F32(2.5), 0, 1)
-
-        return fn
-
-    for sg in (-1, 1):
-        # orbit: bony walls, fat, globe (sclera, vitreous, lens), muscles, optic nerve
-        ell((sg * 31, -74, -37), (16.0, 22, 15.0), 550.0)
-        ell((sg * 31, -76, -37), (14.5, 21, 13.5), FAT_HU)
-        cap((sg * 15, -50, -38), (sg * 22, -86, -37), 2.6, 45.0)
-        cap((sg * 15, -50, -38), (sg * 42, -84, -37), 2.6, 45.0)
-        cap((sg * 15, -50, -36), (sg * 29, -76, -36), 2.2, 32.0)
-        ell((sg * 31, -87, -36), (12, 12, 12), 45.0)
-        ell((sg * 31, -87, -36), (10.8, 10.8, 10.8), 10.0)
-        ell((sg * 31, -97.5, -36), (4.5, 1.8, 4.5), 100.0)
-        # maxillary sinus with walls
-        ell((sg * 28, -68, -74), (15.2, 17.2, 18.2), 650.0)
-        ell((sg * 28, -68, -74), (14, 16, 17), AIR_HU)
-        # mastoid air cells, ear canal, auricle
-        ell((sg * 50, 20, -57), (11, 13, 12), cells(0.15, 1300.0))
-        cap((sg * 54, 4, -45), (sg * 74, 6, -45), 3.8, AIR_HU)
-        ell((sg * 76, 8, -38), (5, 16, 28), 35.0, pad=3.0)
-        # mandibular ramus + condyle, zygomatic arch
-        ell((sg * 50, -24, -90), (4.5, 14, 22), 1200.0)
-        ell((sg * 50, -12, -62), (6, 5, 6), 1100.0)
-        cap((sg * 60, -58, -48), (sg * 63, -8, -48), 3.2, 1150.0)
-        # C1 lateral masses
-        ell((sg * 20, 12, -90), (8, 10, 7), 900.0)
-    # frontal sinus (in the thickened glabella), ethmoid cells, sphenoid sinus, nasal cavity, nasopharynx
-    ell((0, -81, -8), (18, 7, 14), 1100.0)
-    ell((0, -81, -10), (13, 4.0, 10), AIR_HU)
-    ell((0, -76, -38), (10, 22, 13), cells(-0.2, 300.0))
-    ell((0, -27, -44), (13, 11, 9.5), AIR_HU)
-    ell((0, -70, -68), (11, 27, 19), AIR_HU)
-    ell((0, -70, -68), (1.2, 26, 18), 150.0, pad=1.5)
-    ell((0, -28, -88), (12, 9, 14), AIR_HU)
-    ell((0, -62, -97), (22, 24, 3.5), 1000.0)
-    # C1 arches and dens
-    ell((0, -5, -90), (9, 4, 5), 1000.0)
-    cap((-20, 24, -89), (0, 46, -87), 3.8, 950.0)
-    cap((20, 24, -89), (0, 46, -87), 3.8, 950.0)
-    cap((0, 6, -106), (0, 6, -84), 5.5, 900.0)
-    return prims

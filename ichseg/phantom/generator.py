@@ -12,7 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..fileutil import atomic_output
-from .anatomy import Anatomy, AnatomyParams, HeadModel
+from .anatomy import HeadModel
+from .anatomy_params import Anatomy, AnatomyParams
 from .geometry import Box, Pose, ScanGrid, WorkGrid, tilt_direction
 from .lesions import (
     LesionPlan,

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from .anatomy import CAVITY, Anatomy, HeadModel
+from .anatomy import HeadModel
+from .anatomy_params import CAVITY, Anatomy
 from .geometry import Box, WorkGrid
 from .shapes import F32, Field, capsule, ellipsoid, noise_field, rotation, smin, soft
 

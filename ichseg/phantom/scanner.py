@@ -11,7 +11,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .anatomy import Anatomy, HeadModel
+from .anatomy import HeadModel
+from .anatomy_params import Anatomy
 from .geometry import Pose, ScanGrid, WorkGrid
 from .shapes import F32, ellipsoid
 
