@@ -11,16 +11,20 @@ Python API::
 
 Command line: ``ichseg improve CASES_DIR [--holdout 0.2|DIR] [--replay DATASET] [--tolerance 0.02] ...``.
 
-Modules: :mod:`.cases` (scan, check, hash, duplicates, quarantine, held-out split), :mod:`.staging`
-(link the chosen cases into folders for training), :mod:`.gate` (evaluate both models, decide),
-:mod:`.versions` (version numbers, install, history, lock), :mod:`.loop` (:func:`improve`).
+Modules: :mod:`.cases` (scan, check, hash, duplicates, held-out split), :mod:`.quarantine` (copies and
+report of the cases left out), :mod:`.staging` (link the chosen cases into folders for training),
+:mod:`.gate` (evaluate both models, decide), :mod:`.versions` (version numbers, install, history, lock),
+:mod:`.config` (:class:`ImproveConfig`, :class:`ImproveResult`), :mod:`.relay` (progress),
+:mod:`.report` (reports and the model-card record), :mod:`.loop` (:func:`improve`).
 """
 
 from __future__ import annotations
 
-from .cases import CaseRecord, CaseSelection, FolderScan, scan_folder, select_cases, write_quarantine
+from .cases import CaseRecord, CaseSelection, FolderScan, scan_folder, select_cases
+from .config import ImproveConfig, ImproveResult
 from .gate import GATE_METRICS, Decision, decide, evaluate_models, summarize_cases
-from .loop import ImproveConfig, ImproveResult, auto_replay, improve
+from .loop import auto_replay, improve
+from .quarantine import write_quarantine
 from .versions import improve_dir, read_history
 
 __all__ = [

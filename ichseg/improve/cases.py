@@ -11,8 +11,8 @@ Nothing in the scanned folders is ever written, moved or deleted.  Each case get
   so that the evaluation stays fair;
 * ``excluded`` -- left out by the user (``"exclude": true`` in its sidecar);
 * ``quarantined`` -- cannot be used (corrupt file, segmentation on another grid, unknown segments,
-  incomplete case folder ...), with the reason; :func:`write_quarantine` copies its files into a
-  quarantine folder and writes ``quarantine.json``.
+  incomplete case folder ...), with the reason; :func:`ichseg.improve.quarantine.write_quarantine`
+  copies its files into a quarantine folder and writes ``quarantine.json``.
 
 The held-out split is stable: a case is held out when a number drawn from the SHA-256 of its CT
 is below the fraction, so a case keeps its role as the folder grows and a case once held out is
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ import SimpleITK as sitk
 
 from .. import labels
 from ..errors import InputError
-from ..fileutil import sha256_file, write_json_atomic
+from ..fileutil import sha256_file
 from ..train.dataset import (
     CASE_FOLDER_CT,
     CASE_FOLDER_SEGMENTATION,
@@ -54,7 +53,6 @@ __all__ = [
     "CaseSelection",
     "scan_folder",
     "select_cases",
-    "write_quarantine",
     "image_content_sha256",
     "path_sha256",
     "holdout_key",
@@ -428,91 +426,3 @@ def select_cases(cases: FolderScan, holdouts: Sequence[FolderScan] = (), fractio
 
 def _key_of(r: CaseRecord) -> float:
     return holdout_key(r.ct_content_sha256 or "")
-
-
-# --------------------------------------------------------------------------- quarantine
-
-
-def _size(paths: Sequence[Path]) -> int:
-    total = 0
-    for p in paths:
-        if p.is_file():
-            total += p.stat().st_size
-        elif p.is_dir():
-            total += sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
-    return total
-
-
-def _copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if src.is_dir():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
-    else:
-        shutil.copy2(src, dst)
-
-
-def write_quarantine(
-    selection: CaseSelection, run_dir: Path, *, copy_limit_bytes: int = 2 << 30
-) -> tuple[Path, list[dict[str, Any]]]:
-    """Copy the quarantined cases into ``run_dir/quarantine/`` and write ``run_dir/quarantine.json``.
-
-    The user's files are only read: a copy keeps the evidence of what was refused (up to
-    ``copy_limit_bytes`` in all; beyond that only the record is written).  Duplicates,
-    overlaps and exclusions are listed in the same report without copies (their files are
-    still in place and nothing about them is wrong).
-    """
-    entries: list[dict[str, Any]] = []
-    budget = copy_limit_bytes
-    used_names: set[str] = set()
-    for r in selection.records():
-        if r.status not in ("quarantined", "duplicate", "overlap", "excluded"):
-            continue
-        entry = {
-            "case": r.name,
-            "source": r.source,
-            "path": r.path,
-            "status": r.status,
-            "kind": r.kind,
-            "reason": r.reason,
-            "duplicate_of": r.duplicate_of,
-            "conflict": r.conflict,
-            "ct_sha256": r.ct_sha256,
-            "segmentation_sha256": r.segmentation_sha256,
-            "files": r.files,
-            "copy": None,
-        }
-        if r.status == "quarantined":
-            files = [Path(p) for p in r.files.values() if Path(p).exists()]
-            size = _size(files)
-            if files and size <= budget:
-                name = r.name
-                i = 1
-                while name in used_names:
-                    i += 1
-                    name = f"{r.name}-{i}"
-                used_names.add(name)
-                dest = run_dir / "quarantine" / name
-                try:
-                    for f in files:
-                        _copy(f, dest / f.name)
-                    entry["copy"] = str(dest)
-                    budget -= size
-                except OSError as exc:
-                    entry["copy_error"] = str(exc)
-            elif files:
-                entry["copy_error"] = f"not copied: {size / 2**20:.0f} MB is over the quarantine copy limit"
-        entries.append(entry)
-    path = write_json_atomic(
-        run_dir / "quarantine.json",
-        {
-            "cases_dir": str(selection.cases.root),
-            "holdout_dirs": [str(s.root) for s in selection.holdouts],
-            "note": (
-                "The cases were not moved, changed or deleted. Quarantined cases cannot be used "
-                "(fix them in Slicer and save them again); copies of their files are under 'copy'."
-            ),
-            "counts": {s: sum(1 for e in entries if e["status"] == s) for s in ("quarantined", "duplicate", "overlap")},
-            "cases": entries,
-        },
-    )
-    return path, entries

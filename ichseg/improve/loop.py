@@ -2,7 +2,8 @@
 
 1. Resolve the current (or given) model and verify its weights.
 2. Scan the cases folder (and any held-out folders): check each case, hash it, detect duplicates,
-   quarantine what cannot be used, split off held-out cases (:mod:`ichseg.improve.cases`).
+   quarantine what cannot be used, split off held-out cases (:mod:`ichseg.improve.cases`,
+   :mod:`ichseg.improve.quarantine`).
 3. Stage the training cases and a subset of the original training data for replay
    (:mod:`ichseg.improve.staging`) and fine-tune the model (:func:`ichseg.train.finetune.run_finetune`).
 4. Segment the held-out cases with the current and the candidate model and compare them class by
@@ -18,14 +19,9 @@ fine-tuning's own events are relayed with ``phase: "finetune"`` and ``stage_frac
 from __future__ import annotations
 
 import contextlib
-import io
-import json
-import math
-import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,11 +30,15 @@ from .. import __version__
 from ..errors import InputError, OutputError
 from ..fileutil import write_json_atomic
 from ..model.card import ModelCard
-from ..model.package import MODEL_JSON, ModelPackage, load_package
+from ..model.package import ModelPackage, load_package
 from ..model.registry import ModelEntry, resolve_model, set_current
-from ..progress import Progress, parse_progress_line
-from .cases import CaseRecord, CaseSelection, scan_folder, select_cases, write_quarantine
-from .gate import GATE_METRICS, Decision, decide, evaluate_models
+from ..progress import Progress
+from .cases import CaseRecord, CaseSelection, scan_folder, select_cases
+from .config import ImproveConfig, ImproveResult, same_path
+from .gate import decide, evaluate_models
+from .quarantine import write_quarantine
+from .relay import CACHE_SPAN, EVAL_SPAN, SCAN_SPAN, Relay, span_reporter
+from .report import compact, decision_message, problem_summary, record_in_card, scan_report
 from .staging import stage_refs, stage_replay
 from .versions import (
     RunLock,
@@ -51,144 +51,11 @@ from .versions import (
 
 __all__ = ["ImproveConfig", "ImproveResult", "improve", "auto_replay"]
 
-DEFAULT_HOLDOUT_FRACTION = 0.2
 #: work-folder entries of one run (staged cases, their cache, the checkpoints); kept until the run ends
 _TRANSIENT = ("train_cases", "new", "fold_all")
 
-# overall progress fractions of the phases
-_SCAN = (0.0, 0.10)
-_CACHE = (0.10, 0.18)
-_TRAIN = (0.18, 0.80)
-_EVAL = (0.80, 0.98)
-
-
-@dataclass
-class ImproveConfig:
-    """Settings of one run of the correction loop (see :func:`improve`)."""
-
-    cases_dir: Path
-    model: str = "current"  # package path, id@version, version, id or "current"
-    replay: list[Path] | None = None  # None: the parent's recorded training data that still exists; []: none
-    replay_fraction: float = 0.3  # share of the training samples drawn from the replay data
-    replay_cases: int | None = 50  # at most this many cases of each replay dataset (None: all)
-    holdout_fraction: float | None = None  # of the cases folder; default 0.2 without holdout_dirs, else 0
-    holdout_dirs: list[Path] = field(default_factory=list)
-    tolerance: float = 0.02  # no class may lose more than this (in the gate metric)
-    metric: str = "dice_empty1"  # or "dice_pos"
-    # fine-tuning
-    steps: int = 300
-    batch_size: int = 2
-    lr: float | None = None  # default: the parent's lr x lr_factor
-    lr_factor: float = 0.1
-    freeze_encoder: bool = False
-    class_ratios: tuple[float, float, float, float] | None = None
-    augment: bool = True
-    loss: str | None = None  # default: the parent's
-    # runtime
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    bf16: bool = False
-    quality: str = "auto"  # inference quality of the held-out evaluation (auto: the models' cards)
-    cache_workers: int = 1
-    run_dir: Path | None = None  # default: <user models>/.improve/runs/<run id>
-    work_dir: Path | None = None  # default: <user models>/.improve/work
-    resume: bool = False  # continue a stopped run from the fine-tuning checkpoint in work_dir
-    checkpoint_every: int = 50
-    version: str | None = None  # default: the parent's next free minor version
-    description: str = ""
-    dry_run: bool = False  # scan and report only
-    progress: str = "json"
-    quarantine_copy_limit_mb: float = 2048.0
-    min_train_cases: int = 1
-
-    @property
-    def resolved_holdout_fraction(self) -> float:
-        if self.holdout_fraction is not None:
-            return float(self.holdout_fraction)
-        return 0.0 if self.holdout_dirs else DEFAULT_HOLDOUT_FRACTION
-
-    def validate(self) -> None:
-        root = Path(self.cases_dir)
-        if not root.is_dir():
-            raise InputError(f"cases folder not found: {root}")
-        if not 0.0 <= self.resolved_holdout_fraction < 1.0:
-            raise InputError(f"the held-out fraction must be in [0, 1), got {self.resolved_holdout_fraction}")
-        for d in self.holdout_dirs:
-            if not Path(d).is_dir():
-                raise InputError(f"held-out folder not found: {d}")
-            if _same(d, root):
-                raise InputError(f"the held-out folder is the cases folder itself: {d} (use a fraction instead)")
-        for d in self.replay or []:
-            if not Path(d).is_dir():
-                raise InputError(f"replay dataset not found: {d}")
-            if any(_same(d, h) for h in self.holdout_dirs):
-                raise InputError(f"{d} is both replay (training) data and a held-out folder")
-        if not math.isfinite(self.tolerance):
-            raise InputError(f"--tolerance must be a number, got {self.tolerance}")
-        if self.metric not in GATE_METRICS:
-            raise InputError(f"--metric must be one of {', '.join(GATE_METRICS)}, got {self.metric!r}")
-        if self.steps < 1:
-            raise InputError(f"--steps must be at least 1, got {self.steps}")
-        if not 0.0 <= self.replay_fraction < 1.0:
-            raise InputError(f"--replay-fraction must be in [0, 1), got {self.replay_fraction}")
-        if self.replay_cases is not None and self.replay_cases < 1:
-            raise InputError(f"--replay-cases must be at least 1, got {self.replay_cases}")
-        if self.quality not in ("auto", "fast", "accurate"):
-            raise InputError(f"--quality must be auto, fast or accurate, got {self.quality!r}")
-        if self.min_train_cases < 1:
-            raise InputError("min_train_cases must be at least 1")
-        if self.checkpoint_every < 1:
-            raise InputError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
-
-
-@dataclass
-class ImproveResult:
-    """What a run did: the decision and where everything is."""
-
-    decision: str  # "promoted", "rejected" or "scanned" (dry run)
-    parent: str  # id@version of the model that was improved
-    current: str  # id@version of the current model after the run
-    run_dir: Path
-    report: Path
-    quarantine: Path
-    candidate: str | None = None  # id@version of the new package
-    candidate_path: Path | None = None  # installed package (promoted) or the rejected one in the run folder
-    reasons: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    evaluation: dict[str, Any] = field(default_factory=dict)  # current / candidate summaries, comparison
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def promoted(self) -> bool:
-        return self.decision == "promoted"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "decision": self.decision,
-            "promoted": self.promoted,
-            "parent": self.parent,
-            "candidate": self.candidate,
-            "candidate_path": str(self.candidate_path) if self.candidate_path else None,
-            "current": self.current,
-            "reasons": self.reasons,
-            "counts": self.counts,
-            "run_dir": str(self.run_dir),
-            "report": str(self.report),
-            "quarantine": str(self.quarantine),
-            "evaluation": self.evaluation,
-            "timings_s": self.timings_s,
-        }
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
 
 
 def auto_replay(card: ModelCard, exclude: list[Path]) -> list[Path]:
@@ -201,55 +68,9 @@ def auto_replay(card: ModelCard, exclude: list[Path]) -> list[Path]:
     out: list[Path] = []
     for c in candidates:
         p = Path(str(c))
-        if p.is_dir() and not any(_same(p, e) for e in exclude) and not any(_same(p, o) for o in out):
+        if p.is_dir() and not any(same_path(p, e) for e in exclude) and not any(same_path(p, o) for o in out):
             out.append(p)
     return out
-
-
-class _Relay(io.TextIOBase):
-    """A stdout stand-in that re-emits the fine-tuning's JSON progress lines on the loop's overall scale."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.buffer_text = ""
-        self.last = _CACHE[0]  # the overall fraction never goes back (new and replay cases are cached in turn)
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.buffer_text += text
-        while "\n" in self.buffer_text:
-            line, self.buffer_text = self.buffer_text.split("\n", 1)
-            self._line(line)
-        return len(text)
-
-    def _line(self, line: str) -> None:
-        event = parse_progress_line(line)
-        if event is None:
-            if line.strip():
-                self.progress.info(line.strip())
-            return
-        stage = str(event.pop("stage"))
-        fraction = event.pop("fraction", None)
-        message = str(event.pop("message", ""))
-        span = _CACHE if stage == "cache" else _TRAIN if stage in ("train", "validate") else None
-        overall = None
-        if fraction is not None and span is not None:
-            overall = span[0] + (span[1] - span[0]) * float(fraction)
-        if stage == "done":
-            stage, overall = "finetuned", _TRAIN[1]
-        if overall is not None:
-            overall = self.last = max(self.last, overall)
-        self.progress.emit(stage, overall, message, phase="finetune", stage_fraction=fraction, **event)
-
-
-def _span_reporter(progress: Progress, stage: str, span: tuple[float, float], verb: str):
-    def report(i: int, n: int, name: Any) -> None:
-        name = getattr(name, "name", name)
-        progress.emit(stage, span[0] + (span[1] - span[0]) * i / max(n, 1), f"{verb} {i}/{n}: {name}", case=name)
-
-    return report
 
 
 def _holdout_cases(selection: CaseSelection) -> list[tuple[str, Any]]:
@@ -260,63 +81,6 @@ def _holdout_cases(selection: CaseSelection) -> list[tuple[str, Any]]:
         label = r.name if names.count(r.name) == 1 else f"{Path(r.source).name}/{r.name}"
         out.append((label, selection.ref(r)))
     return out
-
-
-def _scan_report(selection: CaseSelection) -> dict[str, Any]:
-    return {
-        "cases_dir": str(selection.cases.root),
-        "format": selection.cases.format,
-        "holdout_dirs": [str(s.root) for s in selection.holdouts],
-        "holdout_fraction": selection.fraction,
-        "counts": selection.counts(),
-        "messages": selection.cases.messages,
-        "cases": [r.to_dict() for r in selection.records()],
-    }
-
-
-def _problem_summary(selection: CaseSelection) -> str:
-    bad = [r for r in selection.cases.records if r.status != "train"]
-    if not bad:
-        return "the folder holds no cases"
-    parts = [f"{r.name}: {r.status}" + (f" ({r.reason})" if r.reason else "") for r in bad[:3]]
-    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-    return "; ".join(parts) + more
-
-
-def _record_in_card(
-    package_dir: Path, training_update: dict[str, Any], improve_info: dict[str, Any], holdout_eval: dict[str, Any]
-) -> ModelCard:
-    """Add the loop's provenance and evaluation to the card (the weights and their SHA-256 are untouched)."""
-    path = package_dir / MODEL_JSON
-    data = json.loads(path.read_text(encoding="utf-8"))
-    training = data["training"]
-    training["improve"] = improve_info
-    for key, value in training_update.items():
-        section = training.setdefault(key, {})
-        if isinstance(section, dict):
-            section.update(value)
-    data.setdefault("metrics", {})["holdout"] = holdout_eval
-    card = ModelCard.from_dict(data, source=str(path))
-    write_json_atomic(path, data)
-    return card
-
-
-def _compact(summary: dict[str, Any]) -> dict[str, Any]:
-    """A summary without its per-case rows (for progress events and the result)."""
-    return {k: v for k, v in summary.items() if k != "cases"}
-
-
-def _decision_message(decision: Decision, parent: str, candidate: str, current: Any, new: Any) -> str:
-    metric_field = GATE_METRICS[decision.metric]
-    parts = []
-    for key in decision.classes:
-        a = current["classes"][key][metric_field]
-        b = new["classes"][key][metric_field]
-        parts.append(f"{key} {a:.3f}->{b:.3f}" if a is not None and b is not None else f"{key} n/a")
-    table = ", ".join(parts)
-    if decision.promote:
-        return f"promoted {candidate} (now current; parent {parent}): {decision.metric} {table}"
-    return f"refused {candidate}: {'; '.join(decision.reasons)}; {parent} stays current ({table})"
 
 
 # --------------------------------------------------------------------------- the loop
@@ -375,12 +139,12 @@ def _run(
     n_dirs = 1 + len(cfg.holdout_dirs)
     scans = []
     for i, folder in enumerate([Path(cfg.cases_dir), *cfg.holdout_dirs]):
-        lo = _SCAN[0] + (_SCAN[1] - _SCAN[0]) * i / n_dirs
-        hi = _SCAN[0] + (_SCAN[1] - _SCAN[0]) * (i + 1) / n_dirs
+        lo = SCAN_SPAN[0] + (SCAN_SPAN[1] - SCAN_SPAN[0]) * i / n_dirs
+        hi = SCAN_SPAN[0] + (SCAN_SPAN[1] - SCAN_SPAN[0]) * (i + 1) / n_dirs
         what = "checked case" if i == 0 else "checked held-out case"
-        scans.append(scan_folder(folder, report=_span_reporter(progress, "scan", (lo, hi), what)))
+        scans.append(scan_folder(folder, report=span_reporter(progress, "scan", (lo, hi), what)))
     selection = select_cases(scans[0], scans[1:], cfg.resolved_holdout_fraction)
-    write_json_atomic(run_dir / "cases.json", _scan_report(selection))
+    write_json_atomic(run_dir / "cases.json", scan_report(selection))
     quarantine_path, entries = write_quarantine(
         selection, run_dir, copy_limit_bytes=int(cfg.quarantine_copy_limit_mb * 2**20)
     )
@@ -393,7 +157,7 @@ def _run(
     timings["scan_s"] = round(time.perf_counter() - t, 2)
     progress.emit(
         "scan",
-        _SCAN[1],
+        SCAN_SPAN[1],
         f"{len(train)} training case(s), {len(holdout)} held-out, {counts.get('quarantined', 0)} quarantined, "
         f"{counts.get('duplicate', 0)} duplicate(s)",
         counts=counts,
@@ -403,7 +167,7 @@ def _run(
     if len(train) < cfg.min_train_cases:
         problems.append(
             f"not enough usable training cases in {cfg.cases_dir}: {len(train)} (need {cfg.min_train_cases}); "
-            f"{_problem_summary(selection)} (see {quarantine_path})"
+            f"{problem_summary(selection)} (see {quarantine_path})"
         )
     if not holdout:
         problems.append(
@@ -418,7 +182,7 @@ def _run(
             "ready": not problems,
             "problems": problems,
             "parent": parent_ref,
-            "scan": _scan_report(selection),
+            "scan": scan_report(selection),
         }
         report_path = write_json_atomic(run_dir / "improve.json", report)
         timings["total_s"] = round(time.perf_counter() - t_start, 2)
@@ -503,10 +267,10 @@ def _run(
         ft_kwargs["class_ratios"] = tuple(cfg.class_ratios)
     relay = cfg.progress == "json"
     ft_kwargs["progress"] = "json" if relay else cfg.progress
-    progress.emit("finetune", _CACHE[0], f"fine-tuning {parent_ref} -> {candidate_ref} for {cfg.steps} steps")
+    progress.emit("finetune", CACHE_SPAN[0], f"fine-tuning {parent_ref} -> {candidate_ref} for {cfg.steps} steps")
     ft_cfg = FinetuneConfig(**ft_kwargs)
     try:
-        with contextlib.redirect_stdout(_Relay(progress)) if relay else contextlib.nullcontext():
+        with contextlib.redirect_stdout(Relay(progress)) if relay else contextlib.nullcontext():
             ft = run_finetune(ft_cfg)
     except TrainingError as exc:
         if cfg.resume and "different configuration" in str(exc):
@@ -523,7 +287,9 @@ def _run(
     # ---------------------------------------------------------------- evaluate and decide
     candidate = load_package(candidate_dir)
     cases = _holdout_cases(selection)
-    progress.emit("evaluate", _EVAL[0], f"segmenting {len(cases)} held-out case(s) with {parent_ref} and the candidate")
+    progress.emit(
+        "evaluate", EVAL_SPAN[0], f"segmenting {len(cases)} held-out case(s) with {parent_ref} and the candidate"
+    )
     summaries, eval_s = evaluate_models(
         {"current": parent, "candidate": candidate},
         cases,
@@ -531,7 +297,7 @@ def _run(
         threads=cfg.threads,
         quality=cfg.quality,
         bf16=cfg.bf16,
-        report=_span_reporter(progress, "evaluate", _EVAL, "evaluated held-out case"),
+        report=span_reporter(progress, "evaluate", EVAL_SPAN, "evaluated held-out case"),
     )
     timings["evaluate_s"] = round(eval_s, 2)
     decision = decide(summaries["current"], summaries["candidate"], cfg.tolerance, cfg.metric)
@@ -584,7 +350,7 @@ def _run(
         "data": {"datasets": [str(Path(cfg.cases_dir).resolve())], "n_used": len(train)},
         "finetune": {"replay_datasets": [str(p) for p in replay_sources]},
     }
-    _record_in_card(candidate_dir, training_update, improve_info, holdout_eval)
+    record_in_card(candidate_dir, training_update, improve_info, holdout_eval)
     if decision.promote:
         final_path = install_package(candidate_dir, pc.id, version)
         current = set_current(candidate_ref).ref
@@ -597,8 +363,8 @@ def _run(
     evaluation = {
         "metric": cfg.metric,
         "tolerance": cfg.tolerance,
-        "current": _compact(summaries["current"]),
-        "candidate": _compact(summaries["candidate"]),
+        "current": compact(summaries["current"]),
+        "candidate": compact(summaries["candidate"]),
         "comparison": decision.classes,
     }
     report = {
@@ -637,7 +403,7 @@ def _run(
     )
     for stale in _TRANSIENT:  # done: nothing to resume (the replay cache is kept for the next run)
         shutil.rmtree(work / stale, ignore_errors=True)
-    message = _decision_message(decision, parent_ref, candidate_ref, summaries["current"], summaries["candidate"])
+    message = decision_message(decision, parent_ref, candidate_ref, summaries["current"], summaries["candidate"])
     progress.done(
         message,
         decision=outcome,
