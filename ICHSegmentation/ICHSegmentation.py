@@ -7,16 +7,15 @@ A thin Slicer module: the widget wires the panel to the logic, the logic delegat
 
 import logging
 import os
-import re
 import tempfile
 from typing import Annotated
 
 import qt
 import slicer
 import vtk
-from ICHSegmentationLib import job, measure, segments
-from ICHSegmentationLib.process import QUALITIES, BackgroundProcess, ichseg_environment
-from ICHSegmentationLib.sceneaccess import SceneAccess
+from ICHSegmentationLib import dependencies, editing, measure, sampledata, selftest
+from ICHSegmentationLib.logic import SegmentationLogic
+from ICHSegmentationLib.process import QUALITIES
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -54,38 +53,13 @@ class ICHSegmentation(ScriptedLoadableModule):
         self.parent.acknowledgementText = (
             "Built on 3D Slicer, PyTorch and MONAI. Label scheme and terminology follow DICOM/SNOMED-CT codes."
         )
-        slicer.app.connect("startupCompleted()", registerSampleData)
-
-
-def registerSampleData() -> None:
-    """The bundled synthetic head CT in the Sample Data module (with its SHA-256)."""
-    import SampleData
-    from ICHSegmentationLib import sampledata
-
-    icon = os.path.join(os.path.dirname(__file__), "Resources", "Icons", "ICHSegmentation.png")
-    sampledata.register_sample_data(SampleData.SampleDataLogic, thumbnail=icon)
+        # The bundled synthetic head CT in the Sample Data module (with its SHA-256).
+        slicer.app.connect("startupCompleted()", sampledata.register_in_slicer)
 
 
 def ensureDependencies() -> None:
     """Install missing Python packages (torch through PyTorchUtils); ask first when there is a main window."""
-    from ICHSegmentationLib import dependencies
-
-    interactive = slicer.util.mainWindow() is not None
-
-    def installTorch(requirement: str) -> bool:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            return False
-        logic = PyTorchUtils.PyTorchUtilsLogic()
-        return logic.installTorch(askConfirmation=interactive, torchVersionRequirement=requirement) is not None
-
-    def confirm(message: str) -> bool:
-        return slicer.util.confirmOkCancelDisplay(message) if interactive else True
-
-    installed = dependencies.ensure_dependencies(slicer.util.pip_install, installTorch, confirm)
-    if installed:
-        logging.info("Installed: " + ", ".join(installed))
+    dependencies.ensure_in_slicer()  # ICHTraining calls it from here
 
 
 @parameterNodeWrapper
@@ -214,11 +188,11 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if segmentationNode is self._observedSegmentation:
             return
         if self._observedSegmentation is not None:
-            for event in segmentationEvents():
+            for event in editing.segmentation_events():
                 self.removeObserver(self._observedSegmentation, event, self.onSegmentationChanged)
         self._observedSegmentation = segmentationNode
         if segmentationNode is not None:
-            for event in segmentationEvents():
+            for event in editing.segmentation_events():
                 self.addObserver(segmentationNode, event, self.onSegmentationChanged)
 
     def onSegmentationChanged(self, caller=None, event=None) -> None:
@@ -383,7 +357,9 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Failed to export the volumes.", waitCursor=True):
             measurements = self.logic.computeVolumes(p.outputSegmentation, p.inputVolume)
             settings = qt.QSettings()
-            default = os.path.join(settings.value(LAST_FOLDER_SETTING, ""), f"{safeName(p.inputVolume.GetName())}.csv")
+            default = os.path.join(
+                settings.value(LAST_FOLDER_SETTING, ""), f"{editing.safe_name(p.inputVolume.GetName())}.csv"
+            )
             path = qt.QFileDialog.getSaveFileName(
                 slicer.util.mainWindow(), "Export volumes", default, "CSV files (*.csv)"
             )
@@ -406,121 +382,29 @@ class ICHSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         settings.setValue(cases.CASES_FOLDER_SETTING, folder)
         name = qt.QInputDialog.getText(
             slicer.util.mainWindow(), "Save as training case", "Case name:", qt.QLineEdit.Normal,
-            safeName(p.inputVolume.GetName()),
+            editing.safe_name(p.inputVolume.GetName()),
         )  # fmt: skip
         if not name:
             return
         with slicer.util.tryWithErrorDisplay("Failed to save the training case.", waitCursor=True):
-            sidecar = {
-                "source": "ICHSegmentation",
-                "ct_name": p.inputVolume.GetName(),
-                "segmentation_name": p.outputSegmentation.GetName(),
-                "slicer_version": slicer.app.applicationVersion,
-            }
+            sidecar = editing.training_sidecar(p.inputVolume, p.outputSegmentation, slicer.app.applicationVersion)
             paths = self.logic.saveTrainingCase(p.inputVolume, p.outputSegmentation, folder, name, sidecar)
             self.log(f"Training case saved in {paths['folder']}.")
             slicer.util.showStatusMessage(f"Training case '{name}' saved.", 5000)
 
 
-def segmentationEvents() -> list:
-    """Events of a segmentation node that change what is measured."""
-    source = getattr(slicer.vtkSegmentation, "SourceRepresentationModified", None)
-    if source is None:  # Slicer < 5.4
-        source = slicer.vtkSegmentation.MasterRepresentationModified
-    return [
-        source,
-        slicer.vtkSegmentation.SegmentAdded,
-        slicer.vtkSegmentation.SegmentRemoved,
-        slicer.vtkSegmentation.SegmentModified,
-    ]
+class ICHSegmentationLogic(SegmentationLogic, ScriptedLoadableModuleLogic):
+    """Slicer's module logic; the work is :class:`ICHSegmentationLib.logic.SegmentationLogic`'s.
 
-
-def safeName(text: str) -> str:
-    """``text`` reduced to a file/case name: letters, digits, ``._-``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "case"
-
-
-class ICHSegmentationLogic(SceneAccess, ScriptedLoadableModuleLogic):
-    """Delegates to ``ICHSegmentationLib``; the scene and Segmentations logic can be passed in (tests, scripts)."""
+    The scene and Segmentations logic can be passed in (tests, scripts).
+    """
 
     def __init__(self, scene=None, segmentationsLogic=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.initSceneAccess(scene, segmentationsLogic)
-        self._drafts = {}  # segmentation node ID -> (model ref, label array of the model's draft)
+        SegmentationLogic.__init__(self, scene, segmentationsLogic)
 
     def getParameterNode(self):
         return ICHSegmentationParameterNode(super().getParameterNode())
-
-    def startSegmentation(
-        self, volumeNode, model="current", device="auto", quality="auto", onProgress=None, onLog=None, onFinished=None
-    ):
-        """Write the CT and start ``ichseg segment`` in a background process; returns (job, process).
-
-        The caller polls ``process.poll()`` (a QTimer in the widget) or calls ``process.wait()``
-        (no GUI), then calls :meth:`finishSegmentation` on success and ``job.cleanup()`` always.
-        """
-        segmentationJob = job.prepare_segmentation(volumeNode, model=model, device=device, quality=quality)
-        try:
-            process = BackgroundProcess(
-                segmentationJob.args,
-                on_progress=onProgress,
-                on_log=onLog,
-                on_finished=onFinished,
-                env=ichseg_environment(),
-            ).start()
-        except BaseException:
-            segmentationJob.cleanup()
-            raise
-        return segmentationJob, process
-
-    def finishSegmentation(self, segmentationJob, volumeNode, segmentationNode=None):
-        """Import a finished run's result as segments ICH/PHE/IVH; returns the segmentation node.
-
-        The draft is remembered, so that a training case saved later records the editing done.
-        """
-        node = job.import_result(self.scene, self.segmentationsLogic, segmentationJob, volumeNode, segmentationNode)
-        draft = segments.class_label_array(self.scene, self.segmentationsLogic, node, volumeNode).label
-        self._drafts[node.GetID()] = (node.GetAttribute("ICHSegmentation.Model"), draft)
-        return node
-
-    def showIn3D(self, segmentationNode, show: bool = True) -> None:
-        """Closed-surface (3D) display of the segments on or off."""
-        if show:
-            segmentationNode.CreateClosedSurfaceRepresentation()
-        else:
-            segmentationNode.RemoveClosedSurfaceRepresentation()
-
-    def importLabelmap(self, labelmap, referenceVolume, segmentationNode=None):
-        """Import a label map (node or file) as segments ICH, PHE, IVH; returns the segmentation node."""
-        return segments.import_labelmap_as_segments(
-            self.scene, self.segmentationsLogic, labelmap, referenceVolume, segmentationNode
-        )
-
-    def computeVolumes(self, segmentationNode, referenceVolume, notes=None):
-        """Volumes of the segments on the CT grid (``ichseg.volumes.Measurements``)."""
-        return measure.segment_volumes(self.scene, self.segmentationsLogic, segmentationNode, referenceVolume, notes)
-
-    def updateVolumesTable(self, measurements, tableNode=None):
-        return measure.volumes_table(self.scene, measurements, tableNode)
-
-    def writeCsv(self, path: str, caseName: str, measurements) -> None:
-        from ichseg.fileutil import write_text_atomic
-
-        write_text_atomic(path, measure.csv_text(caseName, measurements))
-
-    def saveTrainingCase(self, volumeNode, segmentationNode, outDir, caseName: str, sidecar=None) -> dict:
-        from ICHTrainingLib import cases
-
-        model, draft = self._drafts.get(
-            segmentationNode.GetID(), (segmentationNode.GetAttribute("ICHSegmentation.Model"), None)
-        )
-        sidecar = dict(sidecar or {})
-        sidecar.update(
-            measure.editing_record(self.scene, self.segmentationsLogic, segmentationNode, volumeNode, draft, model)
-        )
-        return cases.save_training_case(
-            self.scene, self.segmentationsLogic, volumeNode, segmentationNode, outDir, caseName, sidecar
-        )
 
 
 class ICHSegmentationTest(ScriptedLoadableModuleTest):
@@ -535,39 +419,6 @@ class ICHSegmentationTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_PhantomLabelVolumes()
 
-    def _modelForTest(self, folder: str) -> str:
-        """The current model if one is installed, else a tiny random-weight package (tests the pipeline)."""
-        import torch
-
-        from ichseg.errors import IchsegError
-        from ichseg.model import ModelCard, architecture, build_network, save_package
-        from ichseg.model.registry import current_model
-        from ichseg.preprocess import PreprocessConfig
-
-        try:
-            return current_model().ref
-        except IchsegError:
-            pass
-        arch = architecture(
-            kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
-            strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-            filters=[4, 8, 16],
-            deep_supervision=False,
-        )
-        card = ModelCard(
-            id="selftest-tiny",
-            version="0.0.1",
-            architecture=arch,
-            preprocessing=PreprocessConfig((2.0, 2.0, 5.0)).to_dict(),
-            plan={"patch_size_zyx": [16, 32, 32]},
-            training={"data": {"n_cases": 0}, "loss": "dicece", "steps": 0},
-            inference={"patch_size_zyx": [16, 32, 32], "overlap": 0.25},
-        )
-        torch.manual_seed(0)
-        return str(
-            save_package(os.path.join(folder, "selftest-tiny"), card, [(None, build_network(arch).state_dict())])
-        )
-
     def test_SegmentSample(self) -> None:
         """Sample CT -> Segment (background process, waited on) -> segments -> volumes equal the run's JSON."""
         import json
@@ -581,7 +432,7 @@ class ICHSegmentationTest(ScriptedLoadableModuleTest):
         logic = ICHSegmentationLogic()
         progress = []
         with tempfile.TemporaryDirectory() as folder:
-            model = self._modelForTest(folder)
+            model = selftest.model_for_test(folder)
             self.delayDisplay(f"Segmenting with {model}")
             segmentationJob, process = logic.startSegmentation(
                 volume, model=model, device="CPU", onProgress=progress.append
@@ -590,48 +441,35 @@ class ICHSegmentationTest(ScriptedLoadableModuleTest):
                 outcome = process.wait(timeout=1800)
                 self.assertTrue(outcome.ok, outcome.error_message())
                 segmentation = logic.finishSegmentation(segmentationJob, volume)
-                expected = json.loads(segmentationJob.volumes_path.read_text(encoding="utf-8"))
+                expected = json.loads(segmentationJob.volumes_path.read_text(encoding="utf-8"))["classes"]
             finally:
                 segmentationJob.cleanup()
         self.assertEqual(progress[-1]["fraction"], 1.0)
-        ids = [segmentation.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
-        self.assertEqual(ids, [cls.key for cls in labels.CLASSES])
-        table = logic.updateVolumesTable(logic.computeVolumes(segmentation, volume))
-        for row, cls in enumerate(labels.CLASSES):
-            self.assertEqual(table.GetCellText(row, 0), cls.name)
-            self.assertAlmostEqual(
-                float(table.GetCellText(row, 1)), expected["classes"][cls.key]["volume_ml"], places=6
-            )
-            self.assertEqual(int(table.GetCellText(row, 3)), expected["classes"][cls.key]["voxels"])
+        self.assertEqual(selftest.segment_ids(segmentation), [cls.key for cls in labels.CLASSES])
+        rows = selftest.table_rows(logic.updateVolumesTable(logic.computeVolumes(segmentation, volume)))
+        self.assertEqual([row[0] for row in rows], [cls.name for cls in labels.CLASSES])
+        for (_, volumeMl, _, voxels), cls in zip(rows, labels.CLASSES, strict=True):
+            self.assertAlmostEqual(volumeMl, expected[cls.key]["volume_ml"], places=6)
+            self.assertEqual(voxels, expected[cls.key]["voxels"])
         self.delayDisplay("Test passed")
 
     def test_PhantomLabelVolumes(self) -> None:
-        import SimpleITK as sitk
-
+        """Phantom CT and label files -> segments -> volumes equal ``ichseg.volumes.measure`` of the label."""
         from ichseg import labels
-        from ichseg.phantom import generate_case, write_case
-        from ichseg.volumes import measure as measureLabel
 
         self.delayDisplay("Generating a phantom head CT")
-        case = generate_case(7, matrix=128)
         with tempfile.TemporaryDirectory() as folder:
-            write_case(case, folder)
-            imagePath = os.path.join(folder, f"{case.name}.nii.gz")
-            labelPath = os.path.join(folder, f"{case.name}_label.nii.gz")
+            imagePath, labelPath, expected = selftest.phantom_case(folder)
             volume = slicer.util.loadVolume(imagePath)
             logic = ICHSegmentationLogic()
             segmentation = logic.importLabelmap(labelPath, volume)
-            labelImage = sitk.ReadImage(labelPath)
-            expected = measureLabel(sitk.GetArrayFromImage(labelImage), labelImage.GetSpacing())
 
-        ids = [segmentation.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
-        self.assertEqual(ids, [cls.key for cls in labels.CLASSES])
-        table = logic.updateVolumesTable(logic.computeVolumes(segmentation, volume))
-        self.assertEqual(table.GetNumberOfRows(), len(labels.CLASSES))
-        for row, cls in enumerate(labels.CLASSES):
-            self.assertEqual(table.GetCellText(row, 0), cls.name)
-            self.assertAlmostEqual(float(table.GetCellText(row, 1)), expected.classes[cls.key].volume_ml, places=9)
-            self.assertEqual(int(table.GetCellText(row, 2)), expected.classes[cls.key].lesions)
-            self.assertEqual(int(table.GetCellText(row, 3)), expected.classes[cls.key].voxels)
+        self.assertEqual(selftest.segment_ids(segmentation), [cls.key for cls in labels.CLASSES])
+        rows = selftest.table_rows(logic.updateVolumesTable(logic.computeVolumes(segmentation, volume)))
+        self.assertEqual([row[0] for row in rows], [cls.name for cls in labels.CLASSES])
+        for (_, volumeMl, lesions, voxels), cls in zip(rows, labels.CLASSES, strict=True):
+            self.assertAlmostEqual(volumeMl, expected.classes[cls.key].volume_ml, places=9)
+            self.assertEqual(lesions, expected.classes[cls.key].lesions)
+            self.assertEqual(voxels, expected.classes[cls.key].voxels)
         self.assertGreater(expected.classes[labels.ICH.key].voxels, 0)
         self.delayDisplay("Test passed")

@@ -326,3 +326,35 @@ def test_list_training_cases(case, tmp_path):
     assert found[1].metadata["source"] == "test"
     assert "missing" in found[2].problem
     assert cases.list_training_cases(tmp_path / "nothing") == []
+
+
+def test_module_logic_imports_measures_and_saves_without_slicer(mrml, tmp_path):
+    """``ICHSegmentationLib.logic.SegmentationLogic`` (``ICHSegmentationLogic`` without the application)."""
+    from ICHSegmentationLib import editing, selftest
+    from ICHSegmentationLib.logic import SegmentationLogic
+
+    scene, logic = mrml
+    label = phantom_label()
+    ct = make_volume(scene, "vtkMRMLScalarVolumeNode", np.zeros(label.shape, dtype=np.int16), "CT 1/2")
+    module_logic = SegmentationLogic(scene, logic)
+    node = module_logic.importLabelmap(make_volume(scene, "vtkMRMLLabelMapVolumeNode", label, "label"), ct)
+    assert selftest.segment_ids(node) == [cls.key for cls in labels.CLASSES]
+    measurements = module_logic.computeVolumes(node, ct)
+    rows = selftest.table_rows(module_logic.updateVolumesTable(measurements))
+    voxel_ml = SPACING[0] * SPACING[1] * SPACING[2] / 1000.0
+    for (name, volume_ml, lesions, voxels), cls in zip(rows, labels.CLASSES, strict=True):
+        assert (
+            name == cls.name and voxels == int((label == cls.value).sum()) and lesions == (2 if cls.key == "IVH" else 1)
+        )
+        assert volume_ml == pytest.approx(voxels * voxel_ml)
+
+    case_name = editing.safe_name(ct.GetName())
+    assert case_name == "CT_1_2"
+    module_logic.writeCsv(str(tmp_path / f"{case_name}.csv"), case_name, measurements)
+    assert (tmp_path / "CT_1_2.csv").read_text(encoding="utf-8").splitlines()[1].startswith("CT_1_2,")
+    sidecar = editing.training_sidecar(ct, node, "5.10.0")
+    paths = module_logic.saveTrainingCase(ct, node, tmp_path / "cases", case_name, sidecar)
+    record = json.loads(paths["sidecar"].read_text())
+    assert record["source"] == "ICHSegmentation" and record["ct_name"] == "CT 1/2"
+    assert record["segmentation_name"] == node.GetName() and record["slicer_version"] == "5.10.0"
+    assert record["draft_model"] is None and record["editing"] is None  # imported, not drafted by a model here

@@ -459,3 +459,31 @@ def test_scene_access_uses_the_injected_scene_and_logic(mrml):
     assert injected.scene is scene and injected.segmentationsLogic is logic
     node = injected.segmentationsLogic.GetMRMLScene().AddNewNodeByClass("vtkMRMLSegmentationNode")
     assert injected.scene.GetNodeByID(node.GetID()) is node
+
+
+def test_safe_name():
+    from ICHSegmentationLib.editing import safe_name
+
+    assert safe_name("Head CT: 2024/01 (axial)") == "Head_CT_2024_01_axial"
+    assert safe_name("..") == safe_name("") == "case"
+
+
+def test_segmentation_events_report_edits_of_the_node(case):
+    from ICHSegmentationLib import editing
+
+    scene, logic, ct, label, label_node = case
+    node = segments.import_labelmap_as_segments(scene, logic, label_node, ct)
+    events = editing.segmentation_events()
+    seen = []
+    for event in events:
+        node.AddObserver(event, lambda caller, name, event=event: seen.append(event))
+    node.GetSegmentation().RemoveSegment("IVH")
+    assert slicer.vtkSegmentation.SegmentRemoved in seen
+    seen.clear()
+    node.GetSegmentation().AddEmptySegment("", "IVH")
+    assert slicer.vtkSegmentation.SegmentAdded in seen
+    seen.clear()
+    add = np.zeros_like(label, dtype=bool)
+    add[9:11, 2:6, 2:8] = True
+    paint(logic, node, "ICH", add, ct)
+    assert seen and set(seen) <= set(events)

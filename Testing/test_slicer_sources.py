@@ -76,3 +76,4 @@ def test_bundled_sample_is_registered_with_its_checksum():
     path = Path(call["uris"][0].removeprefix("file://"))
     assert path.is_file() and path.name == call["fileNames"][0]
     assert call["checksums"] == [f"SHA256:{sha256_file(path)}"]
+    assert sampledata.ICON.is_file()  # the thumbnail register_in_slicer passes

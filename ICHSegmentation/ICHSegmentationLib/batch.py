@@ -110,9 +110,9 @@ def dependencies_problem() -> str | None:
 
         if getattr(slicer, "app", None) is None:
             return None
-        from ICHSegmentation import ensureDependencies
+        from .dependencies import ensure_in_slicer
 
-        ensureDependencies()
+        ensure_in_slicer()
     except ImportError:
         return None
     except Exception as exc:

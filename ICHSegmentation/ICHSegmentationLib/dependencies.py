@@ -2,16 +2,25 @@
 
 torch comes through Slicer's PyTorch extension (PyTorchUtils picks the CPU or CUDA build
 for the machine); the rest are pip requirements pinned as in ``pyproject.toml`` (a test
-keeps them equal).  Everything that installs is passed in, so this runs without Slicer.
+keeps them equal).  Everything that installs is passed in, so this runs without Slicer;
+:func:`ensure_in_slicer` passes Slicer's installers.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from collections.abc import Callable
 
-__all__ = ["REQUIREMENTS", "TORCH_REQUIREMENT", "ensure_dependencies", "missing_requirements", "torch_missing"]
+__all__ = [
+    "REQUIREMENTS",
+    "TORCH_REQUIREMENT",
+    "ensure_dependencies",
+    "ensure_in_slicer",
+    "missing_requirements",
+    "torch_missing",
+]
 
 #: import name -> pip requirement (the same pins as pyproject.toml's dependencies).
 REQUIREMENTS: dict[str, str] = {
@@ -76,3 +85,25 @@ def ensure_dependencies(
     if still:
         raise RuntimeError("Installation did not make these importable: " + ", ".join(still))
     return wanted
+
+
+def ensure_in_slicer() -> None:
+    """In Slicer: install missing packages (torch through PyTorchUtils); ask first when there is a main window."""
+    import slicer
+
+    interactive = slicer.util.mainWindow() is not None
+
+    def install_torch(requirement: str) -> bool:
+        try:
+            import PyTorchUtils
+        except ImportError:
+            return False
+        logic = PyTorchUtils.PyTorchUtilsLogic()
+        return logic.installTorch(askConfirmation=interactive, torchVersionRequirement=requirement) is not None
+
+    def confirm(message: str) -> bool:
+        return slicer.util.confirmOkCancelDisplay(message) if interactive else True
+
+    installed = ensure_dependencies(slicer.util.pip_install, install_torch, confirm)
+    if installed:
+        logging.info("Installed: " + ", ".join(installed))

@@ -20,9 +20,9 @@ from pathlib import Path
 import slicer
 
 from . import segments
-from .process import QUALITIES, ichseg_command
+from .process import QUALITIES, BackgroundProcess, ichseg_command, ichseg_environment
 
-__all__ = ["DEVICE_ARGUMENTS", "SegmentationJob", "import_result", "prepare_segmentation"]
+__all__ = ["DEVICE_ARGUMENTS", "SegmentationJob", "import_result", "prepare_segmentation", "start_segmentation"]
 
 #: Device choice of the panel -> ``ichseg segment --device``.
 DEVICE_ARGUMENTS = {"auto": "auto", "CPU": "cpu", "GPU": "cuda"}
@@ -104,6 +104,35 @@ def prepare_segmentation(
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
     return SegmentationJob(work_dir=work_dir, input_path=input_path, output_dir=output_dir, args=args, model=model)
+
+
+def start_segmentation(
+    volume_node: slicer.vtkMRMLScalarVolumeNode,
+    *,
+    model: str = "current",
+    device: str = "auto",
+    quality: str = "auto",
+    on_progress=None,
+    on_log=None,
+    on_finished=None,
+) -> tuple[SegmentationJob, BackgroundProcess]:
+    """:func:`prepare_segmentation`, then start its command in a :class:`BackgroundProcess`.
+
+    The work folder is removed when the process cannot start; else the caller calls ``job.cleanup()``.
+    """
+    segmentation_job = prepare_segmentation(volume_node, model=model, device=device, quality=quality)
+    try:
+        process = BackgroundProcess(
+            segmentation_job.args,
+            on_progress=on_progress,
+            on_log=on_log,
+            on_finished=on_finished,
+            env=ichseg_environment(),
+        ).start()
+    except BaseException:
+        segmentation_job.cleanup()
+        raise
+    return segmentation_job, process
 
 
 def import_result(

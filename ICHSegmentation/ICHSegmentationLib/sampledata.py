@@ -2,7 +2,8 @@
 
 :func:`sample_sources` reads ``Resources/Samples/samples.json`` (file names and SHA-256);
 :func:`register_sample_data` passes them to Slicer's SampleData logic, which verifies the
-checksum when it loads the file.  The logic class is passed in, so this runs without Slicer.
+checksum when it loads the file.  The logic class is passed in, so this runs without Slicer;
+:func:`register_in_slicer` passes Slicer's.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from pathlib import Path
 
 from ichseg.resources import resources_dir
 
-__all__ = ["CATEGORY", "SampleSource", "register_sample_data", "sample_sources"]
+__all__ = ["CATEGORY", "ICON", "SampleSource", "register_in_slicer", "register_sample_data", "sample_sources"]
 
 CATEGORY = "ICH Segmentation"
+#: The module icon, the samples' thumbnail (``Resources`` sits next to this package, installed or not).
+ICON = Path(__file__).parent.parent / "Resources" / "Icons" / "ICHSegmentation.png"
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,10 @@ def register_sample_data(sample_data_logic, thumbnail: str | None = None) -> lis
         )
         names.append(source.name)
     return names
+
+
+def register_in_slicer() -> list[str]:
+    """Register the bundled samples in Slicer's Sample Data module (at startup)."""
+    import SampleData
+
+    return register_sample_data(SampleData.SampleDataLogic, thumbnail=str(ICON))
