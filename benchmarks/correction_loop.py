@@ -31,264 +31,29 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import multiprocessing
 import os
 import platform
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the loop_* modules beside this script, also when it is loaded by path
+    sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
+from loop_cases import SCENARIOS, generate, save_slicer_case, to_nnunet  # noqa: E402
+from loop_models import dice_per_class, log, segment_all, weak_model  # noqa: E402
+from loop_report import fmt, markdown, overlay  # noqa: E402
 
 from ichseg import labels  # noqa: E402
 from ichseg.fileutil import write_json_atomic, write_text_atomic  # noqa: E402
-
-SCENARIOS = ("no-ivh", "thick-only")
-SEED_BASE, SEED_CORRECTIONS, SEED_HOLDOUT = 500_000, 600_000, 700_000
-# kinds of the new cases: most have the class the weak model never saw
-IVH_KINDS = ("ich_phe_ivh", "ivh", "ich_phe", "ich_phe_ivh", "ivh", "ich")
-NO_IVH_KINDS = ("ich_phe", "ich", "ich_phe", "negative", "ich_phe", "ich")
-THIN = (0.625, 1.0, 2.5)
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _case_spec(scenario: str, role: str, i: int, seed0: int) -> tuple[int, str | None, float | None]:
-    """(seed, kind, slice thickness) of case ``i`` of a role (base, corrections, holdout)."""
-    base = {"base": SEED_BASE, "corrections": SEED_CORRECTIONS, "holdout": SEED_HOLDOUT}[role] + seed0
-    if scenario == "no-ivh":
-        kinds = NO_IVH_KINDS if role == "base" else IVH_KINDS
-        return base + i, kinds[i % len(kinds)], None
-    if role == "base":
-        return base + i, None, 5.0
-    return base + i, None, THIN[i % len(THIN)]
-
-
-def _make_case(job: tuple[int, str | None, float | None, int, str, str]) -> dict[str, Any]:
-    """Generate one phantom case and write it as ``<name>.nii.gz`` + ``<name>_label.nii.gz`` (skip if present)."""
-    seed, kind, thickness, matrix, out, name = job
-    folder = Path(out)
-    img, lab = folder / f"{name}.nii.gz", folder / f"{name}_label.nii.gz"
-    if not (img.is_file() and lab.is_file()):
-        from ichseg.phantom import generate_case, write_case
-
-        write_case(generate_case(seed, kind, thickness, matrix=matrix, name=name), folder)
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(lab)))  # a copy: a view would outlive its image
-    return {"case": name, "seed": seed, "ivh": bool((label == labels.IVH.value).any())}
-
-
-def generate(scenario: str, role: str, n: int, out: Path, matrix: int, seed0: int, workers: int) -> list[dict]:
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for i in range(n):
-        seed, kind, thickness = _case_spec(scenario, role, i, seed0)
-        jobs.append((seed, kind, thickness, matrix, str(out), f"{role}_{i:03d}"))
-    rows = _run_jobs(jobs, workers)
-    if scenario == "no-ivh" and role == "base":
-        # the generator may extend a hematoma into the ventricles: the weak model must never see IVH
-        rows = [r for r in rows if not r["ivh"]]
-        extra = 0
-        while len(rows) < n and extra < 10 * n:
-            seed, kind, thickness = _case_spec(scenario, role, n + extra, seed0)
-            rows += [r for r in _run_jobs([(seed, kind, thickness, matrix, str(out), f"{role}_{n + extra:03d}")], 1)]
-            rows = [r for r in rows if not r["ivh"]]
-            extra += 1
-    return rows
-
-
-def _run_jobs(jobs: list, workers: int) -> list[dict]:
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return list(pool.map(_make_case, jobs))
-    return [_make_case(j) for j in jobs]
-
-
-def to_nnunet(pool: Path, rows: list[dict], out: Path) -> Path:
-    """The base cases as an nnU-Net raw dataset (links to the generated files)."""
-    from ichseg.improve.staging import link_file
-    from ichseg.train.synthetic import write_dataset_json
-
-    for r in rows:
-        link_file(pool / f"{r['case']}.nii.gz", out / "imagesTr" / f"{r['case']}_0000.nii.gz")
-        link_file(pool / f"{r['case']}_label.nii.gz", out / "labelsTr" / f"{r['case']}.nii.gz")
-    write_dataset_json(out, len(rows), "CorrectionLoopBase", "base data of the weak model (benchmark)")
-    return out
-
-
-def save_slicer_case(folder: Path, name: str, image: sitk.Image, label: np.ndarray, extra: dict) -> Path:
-    """A case as the ICHTraining module saves it (the ground truth plays the corrected segmentation)."""
-    from ichseg.io import write_seg_nrrd
-
-    case = folder / name
-    if (case / "case.json").is_file():
-        return case
-    tmp = folder / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    sitk.WriteImage(image, str(tmp / "ct.nrrd"), True)
-    write_seg_nrrd(label, image, tmp / "segmentation.seg.nrrd")
-    sidecar = {
-        "case": name,
-        "saved": datetime.now(UTC).isoformat(timespec="seconds"),
-        "geometry": {"size": list(image.GetSize()), "spacing": list(image.GetSpacing())},
-        **extra,
-    }
-    (tmp / "case.json").write_text(json.dumps(sidecar, indent=2))
-    os.replace(tmp, case)
-    return case
-
-
-# --------------------------------------------------------------------------- models
-
-
-def weak_model(args: argparse.Namespace, base_data: Path, out: Path) -> Path:
-    """The weakened starting model (see the module docstring)."""
-    from ichseg.train import FinetuneConfig, TrainConfig, run_finetune, run_training
-
-    if args.weak_model:
-        return Path(args.weak_model)
-    target = out / "weak_model"
-    if (target / "model.json").is_file():
-        log(f"reusing the weak model {target}")
-        return target
-    common = dict(
-        datasets=[base_data],
-        output=target,
-        work_dir=out / "weak_work",
-        threads=args.threads,
-        device=args.device,
-        bf16=args.bf16,
-        progress="quiet",
-        val_cases=0,
-        overwrite=True,
-        seed=args.seed,
-        version="1.0.0",
-        description=f"deliberately weak model for the correction-loop benchmark ({args.scenario})",
-    )
-    t = time.perf_counter()
-    if args.base_model:
-        log(f"weakening {args.base_model}: {args.weaken_steps} fine-tuning steps on the base data")
-        run_finetune(FinetuneConfig(model=Path(args.base_model), steps=args.weaken_steps, lr=args.weaken_lr, **common))
-    else:
-        log(f"training the weak model from scratch: {args.weak_steps} steps")
-        kw: dict[str, Any] = dict(steps=args.weak_steps, optimizer="adamw", lr=args.weak_lr, loss="dicefocal")
-        if args.tiny:
-            kw.update(target_spacing=(3.0, 3.0, 5.0), patch_size=(16, 48, 48), filters=(4, 8, 16), batch_size=2)
-        else:
-            if args.spacing:
-                kw.update(target_spacing=args.spacing)
-            if args.filters:
-                kw.update(filters=args.filters)
-        run_training(TrainConfig(model_id="ichseg-weak", **kw, **common))
-    log(f"weak model ready in {time.perf_counter() - t:.0f} s")
-    return target
-
-
-def segment_all(package, images: list[sitk.Image], args) -> list[np.ndarray]:
-    from ichseg.infer import Segmenter
-
-    seg = Segmenter(package, device=args.device, threads=args.threads, bf16=args.bf16)
-    return [sitk.GetArrayFromImage(seg.segment(img).label) for img in images]
-
-
-def dice_per_class(pred: np.ndarray, truth: np.ndarray) -> dict[str, float | None]:
-    from ichseg.evaluate.metrics import dice
-
-    return {c.key: dice(pred == c.value, truth == c.value, empty=None) for c in labels.CLASSES}
-
-
-# --------------------------------------------------------------------------- picture and tables
-
-
-def overlay(image: sitk.Image, truth: np.ndarray, before: np.ndarray, after: np.ndarray, titles, path: Path) -> Path:
-    """Ground truth, before and after on the same axial slices, one row each."""
-    from PIL import Image
-
-    from ichseg.overlay import choose_slices, render_montage
-
-    def as_image(arr: np.ndarray) -> sitk.Image:
-        im = sitk.GetImageFromArray(arr.astype(np.uint8))
-        im.CopyInformation(image)
-        return im
-
-    oriented = sitk.DICOMOrient(as_image(truth), "LPS")  # kept alive: the view below does not own its buffer
-    lps_truth = sitk.GetArrayViewFromImage(oriented)
-    focus = lps_truth == labels.IVH.value if (lps_truth == labels.IVH.value).any() else lps_truth > 0
-    area = focus.reshape(focus.shape[0], -1).sum(axis=1)
-    slices: list[int] = []
-    gap = max(1, focus.shape[0] // 25)
-    for k in np.argsort(-area, kind="stable"):  # the slices with the most of it, not next to each other
-        if area[k] == 0 or len(slices) == 4:
-            break
-        if all(abs(int(k) - s) > gap for s in slices):
-            slices.append(int(k))
-    slices = sorted(slices) or choose_slices(np.asarray(lps_truth), max_slices=4)
-    rows = [
-        render_montage(image, as_image(lab), slices=slices, columns=4, tile=256, title=title)
-        for lab, title in zip((truth, before, after), titles, strict=True)
-    ]
-    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)))
-    y = 0
-    for r in rows:
-        sheet.paste(r, (0, y))
-        y += r.height
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG", optimize=True)
-    return path
-
-
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def markdown(result: dict) -> str:
-    lines = [
-        f"# Correction loop benchmark ({result['scenario']})",
-        "",
-        f"Weak model: `{result['weak_model']['ref']}` ({result['weak_model']['how']}). Held-out: "
-        f"{result['data']['holdout']} cases ({result['data']['holdout_with_ivh']} with IVH), never trained on. "
-        f"Gate: {result['gate']['metric']}, tolerance {result['gate']['tolerance']}. "
-        f"Machine: {result['machine']['cpu']}, {result['machine']['threads']} threads.",
-        "",
-        "| corrected cases | class | Dice before | Dice after | Dice (cases with class) before | after "
-        "| abs. volume error mL before | after |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for run in result["runs"]:
-        for key, c in run["classes"].items():
-            lines.append(
-                f"| {run['n_cases']} | {key} | {_fmt(c['dice_before'])} | {_fmt(c['dice_after'])} | "
-                f"{_fmt(c['dice_pos_before'])} | {_fmt(c['dice_pos_after'])} | "
-                f"{_fmt(c['abs_volume_error_ml_before'], 2)} | {_fmt(c['abs_volume_error_ml_after'], 2)} |"
-            )
-    lines += [
-        "",
-        "| corrected cases | decision | fine-tuning wall time | steps | evaluation |",
-        "|---|---|---|---|---|",
-    ]
-    for run in result["runs"]:
-        decision = run["decision"] + (f" ({'; '.join(run['reasons'])})" if run["reasons"] else "")
-        lines.append(
-            f"| {run['n_cases']} | {decision} | {run['finetune_s']:.0f} s ({run['training_s']:.0f} s training) | "
-            f"{run['steps']} | {run['evaluate_s']:.0f} s |"
-        )
-    return "\n".join(lines) + "\n"
-
 
 # --------------------------------------------------------------------------- main
 
@@ -472,7 +237,7 @@ def main(argv=None) -> int:
                 "report": str(res.report),
             }
         )
-        summary = ", ".join(f"{k} {_fmt(v['dice_before'])}->{_fmt(v['dice_after'])}" for k, v in classes.items())
+        summary = ", ".join(f"{k} {fmt(v['dice_before'])}->{fmt(v['dice_after'])}" for k, v in classes.items())
         log(f"n={n}: {res.decision}; Dice {summary}; fine-tuning {res.timings_s['finetune_s']:.0f} s")
         set_current(weak_ref)  # each count starts from the weak model
 
@@ -494,7 +259,7 @@ def main(argv=None) -> int:
     d0, d1 = dice_per_class(before, truth), dice_per_class(after, truth)
 
     def dice_text(d: dict) -> str:
-        return ", ".join(f"{k} {_fmt(v, 2)}" for k, v in d.items())
+        return ", ".join(f"{k} {fmt(v, 2)}" for k, v in d.items())
 
     png = overlay(
         case.image,
