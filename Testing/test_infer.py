@@ -17,6 +17,7 @@ from ichseg.infer import (
     QUALITY_SETTINGS,
     Segmenter,
     choose_window,
+    mirror_axes_of,
     quality_warning,
     resolve_quality,
     select_device,
@@ -162,11 +163,25 @@ def test_auto_quality_is_what_the_card_recommends(tiny_package, tmp_path):
     card["inference"]["quality"] = "accurate"
     (recommending / MODEL_JSON).write_text(json.dumps(card))
     auto = Segmenter(load_package(recommending), device="cpu")
-    assert auto.quality == "accurate" and auto.settings["mirror_axes"] == (2, 1)
+    assert auto.quality == "accurate" and auto.settings["mirror_axes"] == (2,)  # left-right, as trained
     assert Segmenter(load_package(recommending), device="cpu", quality="fast").settings["mirror_axes"] == ()
     assert Segmenter(load_package(tiny_package), device="cpu").quality == "fast"
     result = _segmenter(recommending).segment(simple_head(blob_index=(50.0, 50.0, 12.0)))
     assert result.quality == "accurate"
+
+
+def test_mirroring_follows_the_axes_the_card_says_the_network_was_trained_on(tiny_package, tmp_path):
+    assert mirror_axes_of("fast", {"mirror_axes": [2, 1]}) == ()  # fast never mirrors
+    assert mirror_axes_of("accurate", {}) == (2,)  # a card that does not say: left-right only
+    assert mirror_axes_of("accurate", {"mirror_axes": []}) == ()  # trained without flips
+    assert mirror_axes_of("accurate", {"mirror_axes": [2, 1]}) == (2, 1)
+    for axes, expected in (([], ()), ([1, 2], (1, 2))):
+        folder = tmp_path / f"axes{len(axes)}"
+        shutil.copytree(tiny_package, folder)
+        card = json.loads((folder / MODEL_JSON).read_text())
+        card["inference"]["mirror_axes"] = axes
+        (folder / MODEL_JSON).write_text(json.dumps(card))
+        assert Segmenter(load_package(folder), device="cpu", quality="accurate").settings["mirror_axes"] == expected
 
 
 def test_a_quality_other_than_the_recommended_one_is_warned_about(tiny_package):

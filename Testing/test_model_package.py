@@ -180,6 +180,10 @@ def test_card_round_trip_with_parent():
         ({"inference": {"min_component_confidence": {"SDH": 0.5}}}, "min_component_confidence: unknown class 'SDH'"),
         ({"inference": {"min_component_confidence": {"ICH": 1.5}}}, "min_component_confidence[ICH] must be in [0, 1)"),
         ({"inference": {"min_component_confidence": [0.5]}}, "must map class keys to thresholds"),
+        ({"inference": {"mirror_axes": [3]}}, "inference.mirror_axes must be a list of distinct axes"),
+        ({"inference": {"mirror_axes": [2, 2]}}, "inference.mirror_axes must be a list of distinct axes"),
+        ({"inference": {"mirror_axes": ["x"]}}, "inference.mirror_axes must be a list of distinct axes"),
+        ({"inference": {"mirror_axes": 2}}, "inference.mirror_axes must be a list of distinct axes"),
     ],
 )
 def test_card_validation_messages(change, expected):

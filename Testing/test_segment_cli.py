@@ -199,12 +199,36 @@ def test_overlap_is_recorded_and_another_re_segments(inputs, tmp_path, tiny_pack
     out = tmp_path / "out"
     case = inputs / "caseA.nii.gz"
     _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast")
-    assert json.loads((out / "caseA_volumes.json").read_text())["overlap"] == 0.25  # the quality's
-    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast", "--overlap", "0.25")
-    assert _csv(out / "status.csv")[0]["status"] == "skipped"  # the same setting, said explicitly
+    assert json.loads((out / "caseA_volumes.json").read_text())["overlap"] == 0.5  # the quality's
     _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast", "--overlap", "0.5")
+    assert _csv(out / "status.csv")[0]["status"] == "skipped"  # the same setting, said explicitly
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast", "--overlap", "0.25")
     assert _csv(out / "status.csv")[0]["status"] == "ok"
-    assert json.loads((out / "caseA_volumes.json").read_text())["overlap"] == 0.5
+    assert json.loads((out / "caseA_volumes.json").read_text())["overlap"] == 0.25
+
+
+def test_mirroring_is_recorded_and_older_settings_are_redone(inputs, tmp_path, tiny_package, capsys):
+    out = tmp_path / "out"
+    case = inputs / "caseA.nii.gz"
+    marker = out / "caseA_volumes.json"
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "accurate")
+    record = json.loads(marker.read_text())
+    assert record["mirror_axes"] == [2] and record["overlap"] == 0.5  # left-right only: as the network was trained
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "accurate")
+    assert _csv(out / "status.csv")[0]["status"] == "skipped"
+    # a record of an older ichseg (no mirror_axes: accurate mirrored y and x) is segmented again
+    del record["mirror_axes"]
+    marker.write_text(json.dumps(record))
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "accurate")
+    assert _csv(out / "status.csv")[0]["status"] == "ok"
+    # ... and so is one without an overlap (fast mode's was 0.25)
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast")
+    record = json.loads(marker.read_text())
+    assert record["mirror_axes"] == []
+    del record["overlap"], record["mirror_axes"]
+    marker.write_text(json.dumps(record))
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "fast")
+    assert _csv(out / "status.csv")[0]["status"] == "ok"
 
 
 @pytest.mark.parametrize("bad", ["1.5", "-0.1", "half"])

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quality", choices=QUALITIES, default="auto", help="auto (default): what the model card recommends"
     )
-    p.add_argument("--overlap", type=float, help="window overlap 0-0.9 instead of the quality's (fast 0.25)")
+    p.add_argument("--overlap", type=float, help="window overlap 0-0.9 instead of the quality's (0.5)")
     p.add_argument("--force", action="store_true", help="re-segment cases already done")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--timeout", type=float, help="cancel after this many seconds")

@@ -36,14 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--quality",
         choices=QUALITY_CHOICES,
         default="auto",
-        help="fast: one pass; accurate: mirroring TTA and more window overlap (about 3x slower); "
+        help="fast: one pass; accurate: left-right mirroring TTA (two passes, about 2x slower); "
         "auto (default): what the model card recommends",
     )
     p.add_argument(
         "--overlap",
         type=_overlap,
-        help="window overlap, 0-0.9, instead of the quality's (fast 0.25, accurate 0.5); with 1.3.0, "
-        "--quality fast --overlap 0.5 is about 3x faster than accurate for most of its accuracy",
+        help="window overlap, 0-0.9, instead of the quality's (0.5)",
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: all available cores)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU (where supported)")
@@ -69,12 +68,19 @@ def _overlap(text: str) -> float:
 
 
 def _is_done(
-    out: Path, case: str, model_ref: str, quality: str, cavity_check: bool = True, overlap: float | None = None
+    out: Path,
+    case: str,
+    model_ref: str,
+    quality: str,
+    cavity_check: bool = True,
+    overlap: float | None = None,
+    mirror_axes: Sequence[int] | None = None,
 ) -> bool:
-    """Outputs of ``case`` exist and were made with this model, quality, overlap and cranial-cavity setting.
+    """Outputs of ``case`` exist and were made with this model, quality, overlap, mirroring and cranial-cavity setting.
 
-    Older records: any quality, the quality's overlap; without a ``cranial_cavity`` entry they
-    predate the rule (redone).
+    Older records: any quality; without ``overlap`` they are redone (fast mode's overlap was 0.25);
+    without ``mirror_axes`` fast had none and accurate mirrored y and x; without a
+    ``cranial_cavity`` entry they predate the rule (redone).
     """
     marker = out / f"{case}_volumes.json"
     if not marker.is_file():
@@ -87,10 +93,11 @@ def _is_done(
     same = data.get("model", {}).get("ref") == model_ref and data.get("quality") in (None, quality)
     same = same and (data.get("cranial_cavity") is not None) == cavity_check
     if overlap is not None:
-        from ..infer import QUALITY_SETTINGS
-
-        recorded = data.get("overlap", QUALITY_SETTINGS.get(data.get("quality") or quality, {}).get("overlap"))
+        recorded = data.get("overlap")
         same = same and recorded is not None and abs(float(recorded) - overlap) < 1e-9
+    if mirror_axes is not None:
+        recorded_axes = data.get("mirror_axes", [] if (data.get("quality") or quality) == "fast" else [2, 1])
+        same = same and list(recorded_axes) == list(mirror_axes)
     return same and all(p.is_file() for p in needed)
 
 
@@ -120,6 +127,7 @@ def write_case_outputs(
         "model": {"ref": entry.ref, "id": entry.id, "version": entry.version, "path": str(entry.path)},
         "quality": result.quality,
         "overlap": result.overlap,
+        "mirror_axes": list(result.mirror_axes),
         "warnings": [*result.warnings, *run_warnings],
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         "postprocess_removed_voxels": result.postprocess,
@@ -160,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import collect_cases, parse_shard, select_shard, shard_from_env
     from ..errors import IchsegError
     from ..fileutil import write_text_atomic
-    from ..infer import QUALITY_SETTINGS, Segmenter, quality_warning, resolve_quality
+    from ..infer import QUALITY_SETTINGS, Segmenter, mirror_axes_of, quality_warning, resolve_quality
     from ..io import read_image
     from ..model.package import load_package
     from ..model.registry import resolve_model
@@ -180,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in run_warnings:  # printed once per run, recorded with every case
         print(f"ichseg segment: warning: {warning}", file=sys.stderr)
     overlap = args.overlap if args.overlap is not None else QUALITY_SETTINGS[quality]["overlap"]
+    mirror_axes = mirror_axes_of(quality, entry.card.inference)
     segmenter: Segmenter | None = None
     statuses: list[dict[str, str]] = []
     n = len(cases)
@@ -189,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
         def report(stage: str, fraction: float, message: str, _case=case.name, _base=base) -> None:
             progress.emit(stage, _base + fraction / max(n, 1), f"{_case}: {message}", case=_case)
 
-        if not args.force and _is_done(out, case.name, entry.ref, quality, not args.keep_extracranial, overlap):
+        if not args.force and _is_done(
+            out, case.name, entry.ref, quality, not args.keep_extracranial, overlap, mirror_axes
+        ):
             statuses.append(
                 {"case": case.name, "status": "skipped", "message": "already done with this model", "seconds": "0"}
             )

@@ -244,6 +244,14 @@ class ModelCard:
                 f"inference.quality (the recommended quality) must be one of {', '.join(QUALITY_MODES)}, "
                 f"got {self.inference.get('quality')!r}"
             )
+        if isinstance(self.inference, Mapping) and "mirror_axes" in self.inference:
+            axes = self.inference["mirror_axes"]
+            if (
+                not isinstance(axes, list)
+                or any(not isinstance(a, int) or isinstance(a, bool) or a not in (0, 1, 2) for a in axes)
+                or len(set(axes)) != len(axes)
+            ):
+                p.append(f"inference.mirror_axes must be a list of distinct axes 0 (z), 1 (y), 2 (x), got {axes!r}")
         if isinstance(self.inference, Mapping) and "min_component_confidence" in self.inference:
             from ..postprocess import parse_min_confidence
 
