@@ -213,12 +213,14 @@ def test_mirroring_is_recorded_and_older_settings_are_redone(inputs, tmp_path, t
     marker = out / "caseA_volumes.json"
     _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "accurate")
     record = json.loads(marker.read_text())
-    assert record["mirror_axes"] == [2] and record["overlap"] == 0.5  # left-right only: as the network was trained
-    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "accurate")
-    assert _csv(out / "status.csv")[0]["status"] == "skipped"
-    # a record of an older ichseg (no mirror_axes: accurate mirrored y and x) is segmented again
+    assert record["mirror_axes"] == [2, 1] and record["overlap"] == 0.5
+    # a record of an older ichseg (no mirror_axes: accurate mirrored x and y) is the same setting
     del record["mirror_axes"]
     marker.write_text(json.dumps(record))
+    _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "accurate")
+    assert _csv(out / "status.csv")[0]["status"] == "skipped"
+    # other mirroring (here: a card that asks for x only) is segmented again
+    marker.write_text(json.dumps({**record, "mirror_axes": [2]}))
     _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "accurate")
     assert _csv(out / "status.csv")[0]["status"] == "ok"
     # ... and so is one without an overlap (fast mode's was 0.25)

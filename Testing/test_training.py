@@ -66,7 +66,6 @@ def test_loss_falls_and_package_is_complete(trained):
     assert card.training["data"]["n_used"] == 6 and card.training["data"]["splits"][0]["train"] == 5
     assert card.preprocessing["spacing_xyz"] == [4.5, 4.5, 4.0]
     assert card.inference["patch_size_zyx"] == [16, 32, 32]
-    assert card.inference["mirror_axes"] == [2]  # the training flips left-right only: so does inference
     assert set(card.metrics["folds"]["all"]["final_dice"]) == {"ICH", "PHE", "IVH", "mean"}
     assert [w.file for w in card.weights] == ["weights.pt"]
     for k, v in pkg.states[0].items():

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--quality",
         choices=QUALITY_CHOICES,
         default="auto",
-        help="fast: one pass; accurate: left-right mirroring TTA (two passes, about 2x slower); "
+        help="fast: one pass; accurate: mirroring TTA (x and y: four passes, about 3x slower); "
         "auto (default): what the model card recommends",
     )
     p.add_argument(
@@ -79,7 +79,7 @@ def _is_done(
     """Outputs of ``case`` exist and were made with this model, quality, overlap, mirroring and cranial-cavity setting.
 
     Older records: any quality; without ``overlap`` they are redone (fast mode's overlap was 0.25);
-    without ``mirror_axes`` fast had none and accurate mirrored y and x; without a
+    without ``mirror_axes`` fast had none and accurate mirrored x and y; without a
     ``cranial_cavity`` entry they predate the rule (redone).
     """
     marker = out / f"{case}_volumes.json"

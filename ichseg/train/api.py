@@ -35,7 +35,7 @@ from .ddp import DistInfo, barrier, broadcast_object, cleanup, dist_info, init_d
 from .fingerprint import build_fingerprint
 from .loop import BEST_NAME, CHECKPOINT_NAME, LoopResult, TrainingError, resolve_device, run_loop
 from .plan import Plan, PlanOptions, make_plan
-from .transforms import train_transforms, trained_mirror_axes
+from .transforms import train_transforms
 
 __all__ = ["TrainResult", "train", "run_training"]
 
@@ -355,7 +355,7 @@ def _run_training(cfg: TrainConfig, rt: Runtime) -> TrainResult:
             preprocessing=pre.to_dict(),
             plan=plan.to_dict(),
             training=training_summary(cfg, rt, data, splits, results, lr),
-            inference={**plan.inference(), "mirror_axes": trained_mirror_axes(cfg.augment)},
+            inference=plan.inference(),
             metrics=metrics_of(folds, results, cfg.val_quality),
         )
         package = write_package(cfg, rt, card, folds, results, "model package written")

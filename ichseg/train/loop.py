@@ -41,14 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 from .. import labels
 from ..errors import IchsegError, InputError
 from ..fileutil import atomic_output
-from ..infer import QUALITY_SETTINGS, mirror_axes_of, window_probabilities
+from ..infer import QUALITY_SETTINGS, window_probabilities
 from ..preprocess import Normalization, normalize
 from ..progress import Progress
 from .cache import CachedCase
 from .config import TrainConfig
 from .ddp import DistInfo, all_equal, barrier, unwrap
 from .losses import build_loss
-from .transforms import trained_mirror_axes
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -215,16 +214,13 @@ def validate(
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     quality: str = "fast",
-    mirror_axes: Sequence[int] | None = None,
 ) -> dict[str, float | None]:
     """Dice per class (nan-mean over cases where the class is present) and their mean.
 
     Predicts like ``ichseg segment`` in the given quality mode (same windows, overlap, padding and
     mirroring), so that ``keep="best"`` selects the weights that are best for what users run.
-    ``mirror_axes``: the axes the network is trained to be invariant to (None: the mode's default).
     """
-    overlap = QUALITY_SETTINGS[quality]["overlap"]
-    flips = mirror_axes_of(quality, {} if mirror_axes is None else {"mirror_axes": list(mirror_axes)})
+    settings = QUALITY_SETTINGS[quality]
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -239,8 +235,8 @@ def validate(
                     [net],
                     x,
                     patch_zyx,
-                    overlap=overlap,
-                    mirror_axes=flips,
+                    overlap=settings["overlap"],
+                    mirror_axes=settings["mirror_axes"],
                     sw_batch_size=2,
                 )
             pred = probs.argmax(1, keepdim=True)
@@ -429,10 +425,7 @@ def run_loop(
         dice = None
         if val_cases and (step % cfg.val_every == 0 or step == cfg.steps):
             if info.is_main:
-                dice = validate(
-                    evaluated, val_cases, patch_zyx, normalization, device, autocast, cfg.val_quality,
-                    mirror_axes=trained_mirror_axes(cfg.augment),
-                )  # fmt: skip
+                dice = validate(evaluated, val_cases, patch_zyx, normalization, device, autocast, cfg.val_quality)
                 val_history.append({"step": step, "dice": dice})
                 score = dice.get("mean")
                 if score is not None and (best_score is None or score > best_score):

@@ -11,8 +11,7 @@ Input items are ``{"image": (1, z, y, x) float32 HU, "label": (1, z, y, x) uint8
    and face that no model confuses with a bleed; crop a larger patch so rotation/scaling do not
    bring in padding, then ``CenterSpatialCropd`` to the patch;
 3. spatial: rotation (mostly in-plane; out-of-plane only for isotropic plans) and scaling
-   (``RandAffined``), left-right mirroring (``RandFlipd`` on x, :data:`MIRROR_AXES`: the axes
-   test-time mirroring may flip, recorded in the model card as ``inference.mirror_axes``);
+   (``RandAffined``), left-right mirroring (``RandFlipd`` on x);
 4. HU calibration: scale ±3 % and offset ±5 HU (``RandScaleIntensityd``/``RandShiftIntensityd``)
    applied to HU, *before* the window clip;
 5. normalisation (:func:`ichseg.preprocess.normalize`, the same function inference uses);
@@ -60,8 +59,6 @@ __all__ = [
     "PatchCentresd",
     "DEFAULT_CLASS_RATIOS",
     "DEFAULT_NEGATIVE_HU",
-    "MIRROR_AXES",
-    "trained_mirror_axes",
 ]
 
 KEYS = ("image", "label")
@@ -69,14 +66,6 @@ DEFAULT_CLASS_RATIOS = (1.0, 1.0, 1.0, 1.0)  # background, ICH, PHE, IVH
 DEFAULT_NEGATIVE_HU = (40.0, 150.0)  # background patch centres: blood-like tissue that is not a lesion
 HEAD_THRESHOLD_HU = -500.0  # patch centres lie in the head, not in the air around it
 INDICES_KEY = "label_cls_indices"
-#: (z, y, x) axes of the random flips: left-right only (a head is roughly symmetric left to right,
-#: not front to back or top to bottom).
-MIRROR_AXES: tuple[int, ...] = (2,)
-
-
-def trained_mirror_axes(augment: bool) -> list[int]:
-    """The axes a network trained with (or without) augmentation is invariant to (``inference.mirror_axes``)."""
-    return list(MIRROR_AXES) if augment else []
 
 
 class PatchCentresd(MapTransform):
@@ -153,7 +142,7 @@ def train_transforms(
                 padding_mode=("border", "zeros"),
             ),
             CenterSpatialCropd(keys=KEYS, roi_size=[int(p) for p in patch_zyx]),
-            *(RandFlipd(keys=KEYS, prob=0.5, spatial_axis=axis) for axis in MIRROR_AXES),
+            RandFlipd(keys=KEYS, prob=0.5, spatial_axis=2),
             RandScaleIntensityd(keys="image", factors=0.03, prob=0.3),
             RandShiftIntensityd(keys="image", offsets=5.0, prob=0.3),
         ]
