@@ -17,6 +17,7 @@ from ichseg.infer import (
     QUALITY_SETTINGS,
     Segmenter,
     choose_window,
+    class_mirror_axes_of,
     mirror_axes_of,
     quality_warning,
     resolve_quality,
@@ -126,6 +127,22 @@ def test_window_probabilities_average_networks_and_flips():
     torch.testing.assert_close(got.sum(1), torch.ones(1, 8, 12, 10))
 
 
+def test_a_class_can_be_averaged_over_fewer_flips():
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 4, 3, padding=1).eval()
+    x = torch.rand(1, 1, 8, 12, 10)
+    with torch.inference_mode():
+        got = window_probabilities([net], x, (8, 12, 10), overlap=0.0, mirror_axes=(2, 1), class_mirror_axes={3: (2,)})
+
+        def pass_(flip):
+            return torch.flip(torch.softmax(net(torch.flip(x, flip)), 1), flip) if flip else torch.softmax(net(x), 1)
+
+        every = sum(pass_(f) for f in [(), (4,), (3,), (4, 3)]) / 4
+        x_only = (pass_(()) + pass_((4,))) / 2
+    torch.testing.assert_close(got[:, :3], every[:, :3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[:, 3], x_only[:, 3], atol=1e-5, rtol=1e-5)
+
+
 def test_random_network_runs_end_to_end(tiny_package):
     img = simple_head(blob_index=(50.0, 50.0, 12.0))
     seg = Segmenter(load_package(tiny_package), device="cpu")
@@ -175,6 +192,10 @@ def test_mirroring_follows_the_card(tiny_package, tmp_path):
     assert mirror_axes_of("accurate", {}) == (2, 1)  # a card that does not say: x and y
     assert mirror_axes_of("accurate", {"mirror_axes": []}) == ()
     assert mirror_axes_of("accurate", {"mirror_axes": [2]}) == (2,)
+    per_class = {"class_mirror_axes": {"IVH": [2]}}
+    assert class_mirror_axes_of("accurate", per_class) == {3: (2,)}
+    assert class_mirror_axes_of("fast", per_class) == {}  # nothing mirrored
+    assert class_mirror_axes_of("accurate", {**per_class, "mirror_axes": [1]}) == {3: ()}  # within the mode's axes
     for axes, expected in (([], ()), ([2], (2,))):
         folder = tmp_path / f"axes{len(axes)}"
         shutil.copytree(tiny_package, folder)

@@ -184,6 +184,9 @@ def test_card_round_trip_with_parent():
         ({"inference": {"mirror_axes": [2, 2]}}, "inference.mirror_axes must be a list of distinct axes"),
         ({"inference": {"mirror_axes": ["x"]}}, "inference.mirror_axes must be a list of distinct axes"),
         ({"inference": {"mirror_axes": 2}}, "inference.mirror_axes must be a list of distinct axes"),
+        ({"inference": {"class_mirror_axes": [2]}}, "inference.class_mirror_axes must map class keys"),
+        ({"inference": {"class_mirror_axes": {"SDH": [2]}}}, "inference.class_mirror_axes: unknown class 'SDH'"),
+        ({"inference": {"class_mirror_axes": {"IVH": [5]}}}, "inference.class_mirror_axes[IVH] must be a list"),
     ],
 )
 def test_card_validation_messages(change, expected):

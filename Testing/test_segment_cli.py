@@ -213,7 +213,7 @@ def test_mirroring_is_recorded_and_older_settings_are_redone(inputs, tmp_path, t
     marker = out / "caseA_volumes.json"
     _run(capsys, case, "-o", out, "--model", tiny_package, "--quality", "accurate")
     record = json.loads(marker.read_text())
-    assert record["mirror_axes"] == [2, 1] and record["overlap"] == 0.5
+    assert record["mirror_axes"] == [2, 1] and record["overlap"] == 0.5 and record["class_mirror_axes"] == {}
     # a record of an older ichseg (no mirror_axes: accurate mirrored x and y) is the same setting
     del record["mirror_axes"]
     marker.write_text(json.dumps(record))

@@ -19,7 +19,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from monai.inferers import sliding_window_inference
 
 from .checks import check_ct
 from .intracranial import CranialCavity, cranial_cavity
-from .labels import NUM_CLASSES
+from .labels import NUM_CLASSES, class_by_key, class_by_value
 from .model.card import ModelCard, test_metrics
 from .model.network import total_stride
 from .model.package import ModelPackage
@@ -51,6 +51,7 @@ __all__ = [
     "cavity_summary",
     "find_cavity",
     "finish_label",
+    "class_mirror_axes_of",
     "mirror_axes_of",
     "resolve_quality",
     "quality_warning",
@@ -94,6 +95,16 @@ def mirror_axes_of(quality: str, inference: dict[str, Any]) -> tuple[int, ...]:
         return ()
     axes = inference.get("mirror_axes")
     return default if axes is None else tuple(int(a) for a in axes)
+
+
+def class_mirror_axes_of(quality: str, inference: dict[str, Any]) -> dict[int, tuple[int, ...]]:
+    """Per-class mirroring of a quality mode: the card's ``inference.class_mirror_axes`` ({"IVH": [2]},
+    class keys) as {class value: axes}, each limited to the mode's mirrored axes; {} without mirroring."""
+    axes = mirror_axes_of(quality, inference)
+    if not axes:
+        return {}
+    spec = inference.get("class_mirror_axes") or {}
+    return {class_by_key(key).value: tuple(a for a in value if a in axes) for key, value in spec.items()}
 
 
 def quality_warning(card: ModelCard, quality: str) -> str | None:
@@ -150,6 +161,7 @@ class SegmentationResult:
     quality: str = ""  # the quality mode used (auto resolved)
     overlap: float | None = None  # the sliding windows' overlap used
     mirror_axes: tuple[int, ...] = ()  # the (z, y, x) axes test-time mirroring flipped
+    class_mirror_axes: dict[str, list[int]] = field(default_factory=dict)  # classes mirrored along fewer axes
     cranial_cavity: dict[str, Any] | None = None  # see ichseg.intracranial; None when not looked for
 
 
@@ -174,18 +186,25 @@ def window_probabilities(
     *,
     overlap: float,
     mirror_axes: Sequence[int] = (),
+    class_mirror_axes: Mapping[int, Sequence[int]] | None = None,
     sw_batch_size: int = 1,
 ) -> torch.Tensor:
     """Softmax probabilities (N, C, z, y, x) of a normalised volume (N, 1, z, y, x), float32.
 
     Sliding windows with Gaussian blending (padding with the volume's minimum, i.e. air), averaged
     over the networks (fold ensemble) and over every combination of flips along ``mirror_axes``
-    (axes of the (z, y, x) volume).  Shared by inference and training validation so that model
-    selection scores what users get.  The caller sets inference mode and autocast.
+    (axes of the (z, y, x) volume).  ``class_mirror_axes`` ({class value: axes}) averages those
+    classes' channels only over the passes whose flips lie along their axes (e.g. IVH over the
+    x-only passes while the others use x and y: no extra pass); the channels then need not sum to 1,
+    the arg-max decides.  Shared by inference and training validation so that model selection
+    scores what users get.  The caller sets inference mode and autocast.
     """
     flips: list[tuple[int, ...]] = [()]
     for axis in mirror_axes:  # +2 for the (N, C) axes
         flips += [(*f, axis + 2) for f in flips]
+    allowed = {c: {a + 2 for a in axes} for c, axes in (class_mirror_axes or {}).items()}
+    partial: dict[int, torch.Tensor] = {}
+    counts = dict.fromkeys(allowed, 0)
     total: torch.Tensor | None = None
     for net in networks:
         for flip in flips:
@@ -205,10 +224,18 @@ def window_probabilities(
             probs = torch.softmax(logits.float(), dim=1)
             if flip:
                 probs = torch.flip(probs, flip)
+            for c, axes in allowed.items():
+                if set(flip) <= axes:  # (the unflipped pass always counts)
+                    channel = probs[:, c]
+                    partial[c] = channel.clone() if c not in partial else partial[c].add_(channel)
+                    counts[c] += 1
             total = probs if total is None else total.add_(probs)
     if total is None:
         raise ValueError("no networks to predict with")
-    return total / (len(networks) * len(flips))
+    out = total / (len(networks) * len(flips))
+    for c, summed in partial.items():
+        out[:, c] = summed / counts[c]
+    return out
 
 
 def cavity_summary(cavity: CranialCavity) -> dict[str, Any]:
@@ -282,6 +309,7 @@ class Segmenter:
         self.device = select_device(device)
         self.settings = dict(QUALITY_SETTINGS[self.quality])
         self.settings["mirror_axes"] = mirror_axes_of(self.quality, self.card.inference)
+        self.settings["class_mirror_axes"] = class_mirror_axes_of(self.quality, self.card.inference)
         if overlap is not None:
             self.settings["overlap"] = float(overlap)
         self.bf16 = bool(bf16)
@@ -321,6 +349,7 @@ class Segmenter:
                 window,
                 overlap=self.settings["overlap"],
                 mirror_axes=self.settings["mirror_axes"],
+                class_mirror_axes=self.settings["class_mirror_axes"],
                 sw_batch_size=self.sw_batch_size,
             )
         out = probs[0].to("cpu", torch.float32).numpy()
@@ -372,6 +401,9 @@ class Segmenter:
             quality=self.quality,
             overlap=float(self.settings["overlap"]),
             mirror_axes=tuple(self.settings["mirror_axes"]),
+            class_mirror_axes={
+                class_by_value(c).key: list(axes) for c, axes in self.settings["class_mirror_axes"].items()
+            },
         )
 
 

@@ -75,6 +75,7 @@ def _is_done(
     cavity_check: bool = True,
     overlap: float | None = None,
     mirror_axes: Sequence[int] | None = None,
+    class_mirror_axes: dict[str, list[int]] | None = None,
 ) -> bool:
     """Outputs of ``case`` exist and were made with this model, quality, overlap, mirroring and cranial-cavity setting.
 
@@ -98,6 +99,8 @@ def _is_done(
     if mirror_axes is not None:
         recorded_axes = data.get("mirror_axes", [] if (data.get("quality") or quality) == "fast" else [2, 1])
         same = same and list(recorded_axes) == list(mirror_axes)
+    if class_mirror_axes is not None:
+        same = same and (data.get("class_mirror_axes") or {}) == class_mirror_axes
     return same and all(p.is_file() for p in needed)
 
 
@@ -128,6 +131,7 @@ def write_case_outputs(
         "quality": result.quality,
         "overlap": result.overlap,
         "mirror_axes": list(result.mirror_axes),
+        "class_mirror_axes": result.class_mirror_axes,
         "warnings": [*result.warnings, *run_warnings],
         "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
         "postprocess_removed_voxels": result.postprocess,
@@ -168,8 +172,16 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import collect_cases, parse_shard, select_shard, shard_from_env
     from ..errors import IchsegError
     from ..fileutil import write_text_atomic
-    from ..infer import QUALITY_SETTINGS, Segmenter, mirror_axes_of, quality_warning, resolve_quality
+    from ..infer import (
+        QUALITY_SETTINGS,
+        Segmenter,
+        class_mirror_axes_of,
+        mirror_axes_of,
+        quality_warning,
+        resolve_quality,
+    )
     from ..io import read_image
+    from ..labels import class_by_value
     from ..model.package import load_package
     from ..model.registry import resolve_model
     from ..progress import Progress, default_mode
@@ -189,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"ichseg segment: warning: {warning}", file=sys.stderr)
     overlap = args.overlap if args.overlap is not None else QUALITY_SETTINGS[quality]["overlap"]
     mirror_axes = mirror_axes_of(quality, entry.card.inference)
+    class_axes = {
+        class_by_value(c).key: list(axes) for c, axes in class_mirror_axes_of(quality, entry.card.inference).items()
+    }
     segmenter: Segmenter | None = None
     statuses: list[dict[str, str]] = []
     n = len(cases)
@@ -199,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             progress.emit(stage, _base + fraction / max(n, 1), f"{_case}: {message}", case=_case)
 
         if not args.force and _is_done(
-            out, case.name, entry.ref, quality, not args.keep_extracranial, overlap, mirror_axes
+            out, case.name, entry.ref, quality, not args.keep_extracranial, overlap, mirror_axes, class_axes
         ):
             statuses.append(
                 {"case": case.name, "status": "skipped", "message": "already done with this model", "seconds": "0"}

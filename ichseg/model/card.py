@@ -89,6 +89,15 @@ def bump_version(version: str, part: str = "minor") -> str:
     raise ValueError(f"version part must be major, minor or patch, got {part!r}")
 
 
+def _axes_ok(axes: Any) -> bool:
+    """A list of distinct (z, y, x) axes 0, 1, 2 (``inference.mirror_axes`` and its per-class form)."""
+    return (
+        isinstance(axes, list)
+        and all(isinstance(a, int) and not isinstance(a, bool) and a in (0, 1, 2) for a in axes)
+        and len(set(axes)) == len(axes)
+    )
+
+
 @dataclass
 class WeightsFile:
     """One weights file of the package: a plain ``state_dict``; ``fold`` is its cross-validation fold."""
@@ -246,12 +255,18 @@ class ModelCard:
             )
         if isinstance(self.inference, Mapping) and "mirror_axes" in self.inference:
             axes = self.inference["mirror_axes"]
-            if (
-                not isinstance(axes, list)
-                or any(not isinstance(a, int) or isinstance(a, bool) or a not in (0, 1, 2) for a in axes)
-                or len(set(axes)) != len(axes)
-            ):
+            if not _axes_ok(axes):
                 p.append(f"inference.mirror_axes must be a list of distinct axes 0 (z), 1 (y), 2 (x), got {axes!r}")
+        if isinstance(self.inference, Mapping) and "class_mirror_axes" in self.inference:
+            spec = self.inference["class_mirror_axes"]
+            if not isinstance(spec, Mapping):
+                p.append("inference.class_mirror_axes must map class keys to lists of axes")
+            else:
+                for key, axes in spec.items():
+                    if key not in {cls.key for cls in labels.CLASSES}:
+                        p.append(f"inference.class_mirror_axes: unknown class {key!r}")
+                    elif not _axes_ok(axes):
+                        p.append(f"inference.class_mirror_axes[{key}] must be a list of distinct axes 0, 1, 2")
         if isinstance(self.inference, Mapping) and "min_component_confidence" in self.inference:
             from ..postprocess import parse_min_confidence
 
