@@ -102,3 +102,5 @@ done
 
 echo "model package: $MODEL   plan: $WORK/plan.json   metrics: $OUT/eval_{fast,accurate}/metrics.json"
 echo "ship: $PY benchmarks/ship_model.py $MODEL $OUT/eval_fast --accurate-eval $OUT/eval_accurate --recommend-quality accurate"
+# The shipped 1.3.1 is these 1.3.0 weights with '"class_mirror_axes": {"IVH": [2]}' added to the card's "inference"
+# (and "version": "1.3.1") before segmenting the test cases in accurate quality and shipping.
