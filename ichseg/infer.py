@@ -51,6 +51,7 @@ __all__ = [
     "cavity_summary",
     "find_cavity",
     "finish_label",
+    "class_axes_by_key",
     "class_mirror_axes_of",
     "mirror_axes_of",
     "resolve_quality",
@@ -105,6 +106,11 @@ def class_mirror_axes_of(quality: str, inference: dict[str, Any]) -> dict[int, t
         return {}
     spec = inference.get("class_mirror_axes") or {}
     return {class_by_key(key).value: tuple(a for a in value if a in axes) for key, value in spec.items()}
+
+
+def class_axes_by_key(class_axes: Mapping[int, Sequence[int]]) -> dict[str, list[int]]:
+    """{class value: axes} → {class key: axes}, as ``<case>_volumes.json`` records per-class mirroring."""
+    return {class_by_value(c).key: list(axes) for c, axes in class_axes.items()}
 
 
 def quality_warning(card: ModelCard, quality: str) -> str | None:
@@ -401,9 +407,7 @@ class Segmenter:
             quality=self.quality,
             overlap=float(self.settings["overlap"]),
             mirror_axes=tuple(self.settings["mirror_axes"]),
-            class_mirror_axes={
-                class_by_value(c).key: list(axes) for c, axes in self.settings["class_mirror_axes"].items()
-            },
+            class_mirror_axes=class_axes_by_key(self.settings["class_mirror_axes"]),
         )
 
 

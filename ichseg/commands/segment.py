@@ -175,13 +175,13 @@ def run(args: argparse.Namespace) -> int:
     from ..infer import (
         QUALITY_SETTINGS,
         Segmenter,
+        class_axes_by_key,
         class_mirror_axes_of,
         mirror_axes_of,
         quality_warning,
         resolve_quality,
     )
     from ..io import read_image
-    from ..labels import class_by_value
     from ..model.package import load_package
     from ..model.registry import resolve_model
     from ..progress import Progress, default_mode
@@ -201,9 +201,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ichseg segment: warning: {warning}", file=sys.stderr)
     overlap = args.overlap if args.overlap is not None else QUALITY_SETTINGS[quality]["overlap"]
     mirror_axes = mirror_axes_of(quality, entry.card.inference)
-    class_axes = {
-        class_by_value(c).key: list(axes) for c, axes in class_mirror_axes_of(quality, entry.card.inference).items()
-    }
+    class_axes = class_axes_by_key(class_mirror_axes_of(quality, entry.card.inference))
     segmenter: Segmenter | None = None
     statuses: list[dict[str, str]] = []
     n = len(cases)
