@@ -319,3 +319,43 @@ def test_validation_in_accurate_quality_keeps_the_best_weights(blobs, tmp_path):
     from ichseg.model.card import QUALITY_MODES
 
     assert VAL_QUALITIES == QUALITY_MODES  # the command line offers what the config accepts
+
+
+def test_finetune_validation_mirrors_as_the_parent_card_says(trained, tmp_path, monkeypatch):
+    """A parent's inference.mirror_axes / class_mirror_axes reach validation (what users will run)."""
+    import shutil
+
+    from ichseg.train import loop
+
+    parent_dir = tmp_path / "parent"
+    shutil.copytree(trained.package, parent_dir)
+    card_path = parent_dir / "model.json"
+    card = json.loads(card_path.read_text())
+    card["inference"].update(mirror_axes=[2, 1], class_mirror_axes={"IVH": [2]})
+    card_path.write_text(json.dumps(card))
+    seen: list[dict] = []
+    real = loop.window_probabilities
+
+    def recording(*args, **kw):
+        seen.append({k: kw[k] for k in ("overlap", "mirror_axes", "class_mirror_axes")})
+        return real(*args, **kw)
+
+    monkeypatch.setattr(loop, "window_probabilities", recording)
+    new_cases = make_blob_dataset(tmp_path / "corrected", 2, seed=300, prefix="new")
+    cfg = FinetuneConfig(
+        datasets=[new_cases],
+        model=parent_dir,
+        output=tmp_path / "ft",
+        steps=2,
+        val_every=2,
+        val_cases=1,
+        val_quality="accurate",
+        threads=1,
+        progress="quiet",
+    )
+    child = load_package(run_finetune(cfg).package)
+    assert child.card.inference["class_mirror_axes"] == {"IVH": [2]}
+    assert seen and all(s == {"overlap": 0.5, "mirror_axes": (2, 1), "class_mirror_axes": {3: (2,)}} for s in seen)
+    seen.clear()
+    run_finetune(replace(cfg, output=tmp_path / "ft_fast", val_quality="fast"))
+    assert seen and all(s["mirror_axes"] == () and s["class_mirror_axes"] == {} for s in seen)

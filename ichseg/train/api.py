@@ -183,8 +183,11 @@ def train_fold(
     signature: str,
     init_state: dict[str, torch.Tensor] | None = None,
     freeze: Callable[[torch.nn.Module], None] | None = None,
+    inference: dict[str, Any] | None = None,
 ) -> LoopResult:
-    """Build the network (seeded), optionally load/freeze, wrap for DDP and run the loop for one fold."""
+    """Build the network (seeded), optionally load/freeze, wrap for DDP and run the loop for one fold.
+
+    ``inference`` is the card's inference block; validation mirrors as it says."""
     set_determinism(seed=cfg.seed + (fold or 0), use_deterministic_algorithms=None)
     torch.backends.cudnn.benchmark = not cfg.deterministic
     net = build_network(architecture)
@@ -223,6 +226,7 @@ def train_fold(
         signature=signature,
         fold=fold,
         fraction_range=(fold_index / n_folds, (fold_index + 1) / n_folds),
+        val_inference=inference,
     )
 
 

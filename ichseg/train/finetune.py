@@ -159,6 +159,7 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
             signature=run_signature(cfg, pc.to_dict(), w.fold, train_names, w.sha256),
             init_state=state,
             freeze=freeze,
+            inference=inference,
         )
         results.append(res)
         folds.append(w.fold)

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import labels
 from ..errors import IchsegError, InputError
 from ..fileutil import atomic_output
-from ..infer import QUALITY_SETTINGS, window_probabilities
+from ..infer import QUALITY_SETTINGS, class_mirror_axes_of, mirror_axes_of, window_probabilities
 from ..preprocess import Normalization, normalize
 from ..progress import Progress
 from .cache import CachedCase
@@ -214,13 +214,16 @@ def validate(
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     quality: str = "fast",
+    inference: dict[str, Any] | None = None,
 ) -> dict[str, float | None]:
     """Dice per class (nan-mean over cases where the class is present) and their mean.
 
     Predicts like ``ichseg segment`` in the given quality mode (same windows, overlap, padding and
+    mirroring, including the card's ``inference`` mirroring settings, e.g. a parent's per-class
     mirroring), so that ``keep="best"`` selects the weights that are best for what users run.
     """
-    settings = QUALITY_SETTINGS[quality]
+    inference = inference or {}
+    overlap = QUALITY_SETTINGS[quality]["overlap"]
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -235,8 +238,9 @@ def validate(
                     [net],
                     x,
                     patch_zyx,
-                    overlap=settings["overlap"],
-                    mirror_axes=settings["mirror_axes"],
+                    overlap=overlap,
+                    mirror_axes=mirror_axes_of(quality, inference),
+                    class_mirror_axes=class_mirror_axes_of(quality, inference),
                     sw_batch_size=2,
                 )
             pred = probs.argmax(1, keepdim=True)
@@ -303,8 +307,12 @@ def run_loop(
     signature: str,
     fold: int | None = None,
     fraction_range: tuple[float, float] = (0.0, 1.0),
+    val_inference: dict[str, Any] | None = None,
 ) -> LoopResult:
-    """Train ``model`` (already on ``device``, wrapped for DDP if distributed) for ``cfg.steps`` steps."""
+    """Train ``model`` (already on ``device``, wrapped for DDP if distributed) for ``cfg.steps`` steps.
+
+    ``val_inference`` is the inference block of the card being trained (mirroring settings), used by
+    validation."""
     t_start = time.monotonic()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -425,7 +433,9 @@ def run_loop(
         dice = None
         if val_cases and (step % cfg.val_every == 0 or step == cfg.steps):
             if info.is_main:
-                dice = validate(evaluated, val_cases, patch_zyx, normalization, device, autocast, cfg.val_quality)
+                dice = validate(
+                    evaluated, val_cases, patch_zyx, normalization, device, autocast, cfg.val_quality, val_inference
+                )
                 val_history.append({"step": step, "dice": dice})
                 score = dice.get("mean")
                 if score is not None and (best_score is None or score > best_score):
