@@ -245,3 +245,22 @@ def test_card_confidence_rule_gives_up_hesitant_components(tiny_package, tmp_pat
     dropped = seg.segment(img)
     assert not (sitk.GetArrayFromImage(dropped.label) == 1).any()
     assert dropped.postprocess["unconfident_components_1"] > 0
+
+
+def test_card_component_limit_reaches_the_post_processing(tiny_package, tmp_path):
+    img = simple_head(blob_index=(50.0, 50.0, 12.0), blob_radius_mm=8.0)
+    plain = _segmenter(tiny_package)
+    plain.networks = [HesitantNet()]
+    ich_ml = (sitk.GetArrayFromImage(plain.segment(img).label) == 1).sum() * np.prod(img.GetSpacing()) / 1000
+    assert 0.02 < ich_ml < 5.0
+
+    strict = tmp_path / "big-only"
+    shutil.copytree(tiny_package, strict)
+    card = json.loads((strict / MODEL_JSON).read_text())
+    card["inference"]["min_component_ml"] = {"ICH": round(float(ich_ml) * 1.5 + 0.01, 3)}  # above the blob
+    (strict / MODEL_JSON).write_text(json.dumps(card))
+    seg = _segmenter(strict)
+    seg.networks = [HesitantNet()]
+    result = seg.segment(img)
+    assert not (sitk.GetArrayFromImage(result.label) == 1).any()
+    assert result.postprocess["small_components_1"] > 0

@@ -180,6 +180,8 @@ def test_card_round_trip_with_parent():
         ({"inference": {"min_component_confidence": {"SDH": 0.5}}}, "min_component_confidence: unknown class 'SDH'"),
         ({"inference": {"min_component_confidence": {"ICH": 1.5}}}, "min_component_confidence[ICH] must be in [0, 1)"),
         ({"inference": {"min_component_confidence": [0.5]}}, "must map class keys to thresholds"),
+        ({"inference": {"min_component_ml": {"SDH": 0.5}}}, "min_component_ml: unknown class 'SDH'"),
+        ({"inference": {"min_component_ml": {"PHE": 0.01}}}, "min_component_ml[PHE] must be between 0.03 and 10 mL"),
         ({"inference": {"mirror_axes": [3]}}, "inference.mirror_axes must be a list of distinct axes"),
         ({"inference": {"mirror_axes": [2, 2]}}, "inference.mirror_axes must be a list of distinct axes"),
         ({"inference": {"mirror_axes": ["x"]}}, "inference.mirror_axes must be a list of distinct axes"),

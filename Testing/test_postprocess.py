@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from ichseg.postprocess import drop_unconfident_components, parse_min_confidence, postprocess
+from ichseg.postprocess import (
+    DEFAULT_MIN_COMPONENT_MM3,
+    drop_unconfident_components,
+    parse_min_component_ml,
+    parse_min_confidence,
+    postprocess,
+)
 
 
 def test_small_components_removed_by_physical_size():
@@ -83,6 +89,28 @@ def test_min_confidence_spec_uses_class_keys():
     assert parse_min_confidence(None) == {}
     with pytest.raises(ValueError, match="unknown class"):
         parse_min_confidence({"background": 0.5})
+
+
+def test_a_card_may_raise_a_class_component_limit():
+    assert parse_min_component_ml(None) == DEFAULT_MIN_COMPONENT_MM3
+    limits = parse_min_component_ml({"ICH": 0.25})
+    assert limits == {**DEFAULT_MIN_COMPONENT_MM3, 1: 250.0}
+    label = np.zeros((10, 40, 40), np.uint8)
+    label[1:9, 2:12, 2:12] = 1  # 800 mm3 at 1 mm: kept
+    label[2:4, 20:30, 20:30] = 1  # 200 mm3: below 0.25 mL, removed
+    label[2:4, 20:30, 30:32] = 2  # 40 mm3 PHE touching only that small ICH: removed with it
+    label[6:9, 30:35, 30:35] = 3  # 75 mm3 IVH: its limit is unchanged, kept
+    report = postprocess(label, (1.0, 1.0, 1.0), limits)
+    assert report["small_components_1"] == 200 and report["phe_without_ich"] > 0
+    assert (label == 1).sum() == 800 and (label == 2).sum() == 0 and (label == 3).sum() == 75
+    with pytest.raises(ValueError, match="unknown class"):
+        parse_min_component_ml({"SDH": 1.0})
+    with pytest.raises(ValueError, match=r"min_component_ml\[ICH\] must be between 0.01 and 10 mL"):
+        parse_min_component_ml({"ICH": 0.001})  # below what the label scheme allows anyway
+    with pytest.raises(ValueError, match="must be a volume in mL"):
+        parse_min_component_ml({"ICH": "big"})
+    with pytest.raises(ValueError, match="must map class keys"):
+        parse_min_component_ml([0.25])
 
 
 def test_a_dropped_component_handed_to_another_class_is_checked_again():

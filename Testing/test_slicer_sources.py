@@ -51,11 +51,13 @@ def test_summary_shows_the_recommended_quality_its_test_dice_and_confidence_rule
     card["metrics"] = {"test": test_metrics(0.58), "test_accurate": test_metrics(0.73)}
     card["inference"]["quality"] = "accurate"
     card["inference"]["min_component_confidence"] = {"ICH": 0.99, "IVH": 0.9}
+    card["inference"]["min_component_ml"] = {"ICH": 0.25}
     (package / "model.json").write_text(json.dumps(card))
     (choice,) = model_choices()
     assert "Recommended quality: accurate" in choice.summary
     assert "Test Dice (50 cases, accurate): ICH 0.73" in choice.summary and "0.58" not in choice.summary
     assert "Drops findings whose peak probability stays below: ICH 0.99, IVH 0.9" in choice.summary
+    assert "Drops findings smaller than: ICH 0.25 mL" in choice.summary
 
 
 def test_bundled_sample_is_registered_with_its_checksum():

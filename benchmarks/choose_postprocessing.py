@@ -59,14 +59,24 @@ DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
 class ValidationCase:
     """One case's working-grid probabilities (float16) and its reference label on the input grid."""
 
-    def __init__(self, name: str, probs: np.ndarray, prepared: Prepared, spacing, reference: np.ndarray):
+    def __init__(
+        self, name: str, probs: np.ndarray, prepared: Prepared, spacing, reference: np.ndarray, min_component_mm3=None
+    ):
         self.name, self.probs, self.prepared, self.spacing, self.reference = name, probs, prepared, spacing, reference
+        self.min_component_mm3 = min_component_mm3  # the model card's component limits (None: the defaults)
         self.cavity = find_cavity(prepared)  # once per case: it depends on the CT only, not on the rules
 
     def label(self, rules: dict[int, float]) -> np.ndarray:
         """The class map ``ichseg segment`` would write with these confidence rules."""
         probs = self.probs.astype(np.float32)
-        label, _ = finish_label(probs, self.prepared, self.spacing, min_confidence=rules, cavity=self.cavity)
+        label, _ = finish_label(
+            probs,
+            self.prepared,
+            self.spacing,
+            min_confidence=rules,
+            cavity=self.cavity,
+            min_component_mm3=self.min_component_mm3,
+        )
         return label
 
 
@@ -101,7 +111,7 @@ def predict_cases(segmenter: Segmenter, images: Path, refs: Path, cache: Path, l
         reference = label_array(read_label(ref_path), ref_path)
         if reference.shape != prepared.original.shape_zyx:
             raise SystemExit(f"error: {ref_path}: reference grid {reference.shape} differs from its image's")
-        cases.append(ValidationCase(name, probs, prepared, image.GetSpacing(), reference))
+        cases.append(ValidationCase(name, probs, prepared, image.GetSpacing(), reference, segmenter.min_component_mm3))
         log(f"{name}: probabilities ready ({time.perf_counter() - t:.0f} s)")
     return cases
 

@@ -37,6 +37,7 @@ from .model.package import ModelPackage
 from .postprocess import (
     drop_extracranial_components,
     drop_unconfident_components,
+    parse_min_component_ml,
     parse_min_confidence,
     postprocess,
 )
@@ -267,13 +268,15 @@ def finish_label(
     min_confidence: dict[int, float],
     cavity: CranialCavity | None,
     timings: dict[str, float] | None = None,
+    min_component_mm3: Mapping[int, float] | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """What follows the network: the class map (z, y, x) uint8 on the input grid, voxels removed per rule.
 
     Working-grid rules on the probabilities (edited in place): unconfident components (when the
     card sets thresholds), then findings outside ``cavity`` (:func:`find_cavity`; None: rule off,
     and a cavity without a mask removes nothing); then probabilities back to the input grid
-    (``spacing_xyz``) and :func:`ichseg.postprocess.postprocess`.  Removed voxels are counted on
+    (``spacing_xyz``) and :func:`ichseg.postprocess.postprocess` (component limits
+    ``min_component_mm3``, default: the module's).  Removed voxels are counted on
     the input grid.  Shared by :class:`Segmenter` and the benchmarks that tune rules.
     """
     timings = {} if timings is None else timings
@@ -287,7 +290,7 @@ def finish_label(
     arr = sitk.GetArrayFromImage(labels_to_original(probs, prepared))
     timings["resample_back"] = time.perf_counter() - t
     t = time.perf_counter()
-    removed.update(postprocess(arr, spacing_xyz))
+    removed.update(postprocess(arr, spacing_xyz, min_component_mm3))
     timings["postprocess"] = time.perf_counter() - t
     return arr, removed
 
@@ -333,6 +336,7 @@ class Segmenter:
         self.divisor = total_stride(self.card.architecture)
         # thresholds chosen on validation cases when the model was shipped (see ichseg.postprocess)
         self.min_confidence = parse_min_confidence(self.card.inference.get("min_component_confidence"))
+        self.min_component_mm3 = parse_min_component_ml(self.card.inference.get("min_component_ml"))
         # findings outside the cranial cavity are given up (ichseg.intracranial); --keep-extracranial: off
         self.cavity_check = bool(cavity_check)
 
@@ -389,7 +393,13 @@ class Segmenter:
 
         report("resample", 0.8, "returning to the input grid")
         arr, removed = finish_label(
-            probs, prepared, image.GetSpacing(), min_confidence=self.min_confidence, cavity=cavity, timings=timings
+            probs,
+            prepared,
+            image.GetSpacing(),
+            min_confidence=self.min_confidence,
+            cavity=cavity,
+            timings=timings,
+            min_component_mm3=self.min_component_mm3,
         )
         del probs
         if cavity is not None and cavity.mask is None:

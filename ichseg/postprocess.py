@@ -4,7 +4,9 @@ Rules (documented defaults, all in physical units so they do not depend on the g
 
 * connected components (26-connectivity) smaller than ``min_component_mm3`` of their class are
   set to background: 10 mm³ for ICH and IVH (the smallest IVH in TICH-2 was 8 mm³), 30 mm³ for
-  PHE, whose rim is thin and noisy;
+  PHE, whose rim is thin and noisy.  A model card may raise a class's limit
+  (``inference.min_component_ml``, e.g. ``{"ICH": 0.25}``, chosen on validation cases; see
+  :func:`parse_min_component_ml`);
 * PHE surrounds a hematoma: a PHE component that does not touch ICH (after a one-voxel
   dilation) is set to background.
 
@@ -38,6 +40,7 @@ __all__ = [
     "DEFAULT_MIN_COMPONENT_MM3",
     "drop_extracranial_components",
     "drop_unconfident_components",
+    "parse_min_component_ml",
     "parse_min_confidence",
     "postprocess",
 ]
@@ -118,6 +121,34 @@ def postprocess(
     if require_phe_next_to_ich:
         report["phe_without_ich"] = _phe_without_ich(sub)
     return report
+
+
+def parse_min_component_ml(spec: Mapping[str, float] | None) -> dict[int, float]:
+    """The per-class component limits in mm³: the defaults, with a card's ``inference.min_component_ml``
+    (class keys → mL, e.g. ``{"ICH": 0.25}``) in place of its classes'; ValueError when invalid.
+
+    A limit below a class's default is refused: the defaults are what the label scheme allows at
+    all, a card may only ask for more (e.g. half the smallest spontaneous ICH of TICH-2, 0.5 mL).
+    """
+    if spec is not None and not isinstance(spec, Mapping):
+        raise ValueError("inference.min_component_ml must map class keys to volumes in mL")
+    out = dict(DEFAULT_MIN_COMPONENT_MM3)
+    for key, value in (spec or {}).items():
+        try:
+            cls = class_by_key(str(key))
+        except KeyError:
+            raise ValueError(f"min_component_ml: unknown class {key!r}") from None
+        try:
+            mm3 = float(value) * 1000.0
+        except (TypeError, ValueError):
+            raise ValueError(f"min_component_ml[{key}] must be a volume in mL, got {value!r}") from None
+        if not DEFAULT_MIN_COMPONENT_MM3[cls.value] <= mm3 <= 10_000.0:
+            raise ValueError(
+                f"min_component_ml[{key}] must be between {DEFAULT_MIN_COMPONENT_MM3[cls.value] / 1000:g} and 10 mL,"
+                f" got {value!r}"
+            )
+        out[cls.value] = mm3
+    return out
 
 
 def parse_min_confidence(spec: Mapping[str, float] | None) -> dict[int, float]:

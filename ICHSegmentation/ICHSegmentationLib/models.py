@@ -61,6 +61,10 @@ def card_summary(entry: ModelEntry) -> str:
     if isinstance(rule, dict) and rule:
         limits = ", ".join(f"{key} {float(value):g}" for key, value in rule.items())
         lines.append(f"Drops findings whose peak probability stays below: {limits}")
+    sizes = card.inference.get("min_component_ml")
+    if isinstance(sizes, dict) and sizes:
+        limits = ", ".join(f"{key} {float(value):g} mL" for key, value in sizes.items())
+        lines.append(f"Drops findings smaller than: {limits}")
     if card.parent is not None:
         lines.append(f"Fine-tuned from {card.parent.id}@{card.parent.version}")
     lines.append(card.intended_use)

@@ -267,13 +267,16 @@ class ModelCard:
                         p.append(f"inference.class_mirror_axes: unknown class {key!r}")
                     elif not _axes_ok(axes):
                         p.append(f"inference.class_mirror_axes[{key}] must be a list of distinct axes 0, 1, 2")
-        if isinstance(self.inference, Mapping) and "min_component_confidence" in self.inference:
-            from ..postprocess import parse_min_confidence
+        if isinstance(self.inference, Mapping):
+            from ..postprocess import parse_min_component_ml, parse_min_confidence
 
-            try:
-                parse_min_confidence(self.inference["min_component_confidence"])
-            except (TypeError, ValueError) as exc:
-                p.append(str(exc))
+            rules = (("min_component_confidence", parse_min_confidence), ("min_component_ml", parse_min_component_ml))
+            for name, parse in rules:
+                if name in self.inference:
+                    try:
+                        parse(self.inference[name])
+                    except (TypeError, ValueError) as exc:
+                        p.append(str(exc))
         if self.parent is not None:
             if not MODEL_ID.match(self.parent.id):
                 p.append(f"parent.id is not a valid model id: {self.parent.id!r}")
