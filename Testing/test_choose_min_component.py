@@ -1,0 +1,58 @@
+"""benchmarks/choose_min_component.py: the smallest kept finding is chosen on validation outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "choose_min_component.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("choose_min_component", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(folder: Path, name: str, array: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+
+
+def test_the_largest_limit_that_loses_no_found_lesion_is_chosen(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    big = np.zeros((20, 40, 40), np.uint8)
+    big[2:10, 5:15, 5:15] = 1  # 800 mm3, found
+    with_speck = big.copy()
+    with_speck[15:18, 30:34, 30:35] = 1  # 60 mm3 false positive
+    _write(pred, "a_labels", with_speck)
+    _write(ref, "a", big)
+    speck_only = np.zeros_like(big)
+    speck_only[15:18, 30:34, 30:35] = 1  # a case without ICH: the speck is its only finding
+    _write(pred, "b_labels", speck_only)
+    _write(ref, "b", np.zeros_like(big))
+    small = np.zeros_like(big)
+    small[4:9, 10:16, 10:15] = 1  # 150 mm3 true bleed, found: a 0.2 mL limit would delete it
+    _write(pred, "c_labels", small)
+    _write(ref, "c", small)
+
+    out = tmp_path / "choice.json"
+    module = _script()
+    assert module.main([str(pred), str(ref), "-o", str(out), "--limits", "0.1,0.2", "--max-ml", "ICH=0.25"]) == 0
+    result = json.loads(out.read_text())
+    assert result["min_component_ml"] == {"ICH": 0.1}
+    rows = {row["limit_ml"]: row for row in result["sweep"]["ICH"]}
+    assert rows[None]["dice_all"] < rows[0.1]["dice_all"] == 1.0
+    assert rows[0.2]["lost"] == 1  # inadmissible although it also removes the specks
+    assert result["cases"] == ["a", "b", "c"]
+
+    capped = tmp_path / "capped.json"
+    assert module.main([str(pred), str(ref), "-o", str(capped), "--limits", "0.1", "--max-ml", "ICH=0.05"]) == 0
+    assert json.loads(capped.read_text())["min_component_ml"] == {}  # above the cap: not tried
