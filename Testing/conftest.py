@@ -21,6 +21,17 @@ TINY_ARCH = architecture(
 )
 
 
+def load_benchmark(name: str):
+    """The module of the script ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def import_slicer_core():
     """The ``slicer`` module with the real MRML classes (slicer-core), or skip the calling test module."""
     try:

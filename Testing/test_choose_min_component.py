@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "choose_min_component.py"
+from conftest import load_benchmark
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("choose_min_component", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("choose_min_component")
 
 
 def _write(folder: Path, name: str, array: np.ndarray) -> None:

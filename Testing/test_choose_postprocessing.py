@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import SimpleITK as sitk
+from conftest import load_benchmark
 
 from ichseg.preprocess import PreprocessConfig, prepare_image
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "choose_postprocessing.py"
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("choose_postprocessing", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("choose_postprocessing")
 
 
 def _case(module, name: str, hesitant_peak: float, with_lesion: bool, lesion_peak: float = 0.95):
