@@ -30,9 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ichseg.evaluate.loading import label_array, read_label  # noqa: E402
+from ichseg.errors import InputError  # noqa: E402
+from ichseg.evaluate.loading import read_pair  # noqa: E402
 from ichseg.evaluate.metrics import dice  # noqa: E402
-from ichseg.evaluate.pairing import find_label_files  # noqa: E402
+from ichseg.evaluate.pairing import pair_folders  # noqa: E402
 from ichseg.fileutil import write_json_atomic  # noqa: E402
 from ichseg.labels import class_by_key  # noqa: E402
 from ichseg.postprocess import DEFAULT_MIN_COMPONENT_MM3, postprocess  # noqa: E402
@@ -42,18 +43,16 @@ DEFAULT_CAPS_ML = {"ICH": 0.25}  # IVH and PHE: real ones go down to 0.008 mL / 
 
 
 def load_pairs(pred_dir: Path, ref_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, ...]]]:
-    """(case, prediction, reference, spacing xyz) of every case with both files; SystemExit when none."""
-    preds, _ = find_label_files(pred_dir, "prediction")
-    refs, _ = find_label_files(ref_dir, "reference")
-    out = []
-    for case in sorted(set(preds) & set(refs)):
-        pred_img, ref_img = read_label(preds[case]), read_label(refs[case])
-        pred, ref = label_array(pred_img, preds[case]), label_array(ref_img, refs[case])
-        if pred.shape != ref.shape:
-            raise SystemExit(f"error: {case}: prediction grid {pred.shape} differs from the reference's {ref.shape}")
-        out.append((case, np.array(pred, dtype=np.uint8), np.asarray(ref), tuple(pred_img.GetSpacing())))
-    if not out:
-        raise SystemExit(f"error: no case of {pred_dir} has a reference in {ref_dir}")
+    """(case, prediction, reference, spacing xyz) of every case with both files, paired and read as
+    ``ichseg evaluate`` does; SystemExit with its message when the folders or a pair do not fit."""
+    try:
+        pairing = pair_folders(pred_dir, ref_dir)
+        out = []
+        for case, pred_path, ref_path in pairing.pairs:
+            pred, ref, spacing = read_pair(pred_path, ref_path)
+            out.append((case, np.array(pred, dtype=np.uint8), np.asarray(ref), spacing))
+    except InputError as exc:
+        raise SystemExit(f"error: {exc}") from None
     return out
 
 
