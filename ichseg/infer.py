@@ -55,6 +55,7 @@ __all__ = [
     "class_axes_by_key",
     "class_mirror_axes_of",
     "mirror_axes_of",
+    "quality_settings",
     "resolve_quality",
     "quality_warning",
     "select_device",
@@ -107,6 +108,17 @@ def class_mirror_axes_of(quality: str, inference: dict[str, Any]) -> dict[int, t
         return {}
     spec = inference.get("class_mirror_axes") or {}
     return {class_by_key(key).value: tuple(a for a in value if a in axes) for key, value in spec.items()}
+
+
+def quality_settings(quality: str, inference: dict[str, Any], overlap: float | None = None) -> dict[str, Any]:
+    """What a (resolved) quality mode runs with a card's ``inference`` block: ``overlap`` (the mode's
+    unless given), ``mirror_axes`` and ``class_mirror_axes`` ({class value: axes}).  One derivation for
+    :class:`Segmenter`, ``ichseg segment``'s re-run check and training validation."""
+    return {
+        "overlap": float(QUALITY_SETTINGS[quality]["overlap"] if overlap is None else overlap),
+        "mirror_axes": mirror_axes_of(quality, inference),
+        "class_mirror_axes": class_mirror_axes_of(quality, inference),
+    }
 
 
 def class_axes_by_key(class_axes: Mapping[int, Sequence[int]]) -> dict[str, list[int]]:
@@ -316,11 +328,7 @@ class Segmenter:
         self.package = package
         self.card = package.card
         self.device = select_device(device)
-        self.settings = dict(QUALITY_SETTINGS[self.quality])
-        self.settings["mirror_axes"] = mirror_axes_of(self.quality, self.card.inference)
-        self.settings["class_mirror_axes"] = class_mirror_axes_of(self.quality, self.card.inference)
-        if overlap is not None:
-            self.settings["overlap"] = float(overlap)
+        self.settings = quality_settings(self.quality, self.card.inference, overlap)
         self.bf16 = bool(bf16)
         self.sw_batch_size = sw_batch_size
         self.config = self.card.preprocess_config()

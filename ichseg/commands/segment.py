@@ -172,15 +172,7 @@ def run(args: argparse.Namespace) -> int:
     from ..batch import collect_cases, parse_shard, select_shard, shard_from_env
     from ..errors import IchsegError
     from ..fileutil import write_text_atomic
-    from ..infer import (
-        QUALITY_SETTINGS,
-        Segmenter,
-        class_axes_by_key,
-        class_mirror_axes_of,
-        mirror_axes_of,
-        quality_warning,
-        resolve_quality,
-    )
+    from ..infer import Segmenter, class_axes_by_key, quality_settings, quality_warning, resolve_quality
     from ..io import read_image
     from ..model.package import load_package
     from ..model.registry import resolve_model
@@ -199,9 +191,9 @@ def run(args: argparse.Namespace) -> int:
     run_warnings = [w for w in (quality_warning(entry.card, quality),) if w is not None]
     for warning in run_warnings:  # printed once per run, recorded with every case
         print(f"ichseg segment: warning: {warning}", file=sys.stderr)
-    overlap = args.overlap if args.overlap is not None else QUALITY_SETTINGS[quality]["overlap"]
-    mirror_axes = mirror_axes_of(quality, entry.card.inference)
-    class_axes = class_axes_by_key(class_mirror_axes_of(quality, entry.card.inference))
+    settings = quality_settings(quality, entry.card.inference, args.overlap)
+    overlap, mirror_axes = settings["overlap"], settings["mirror_axes"]
+    class_axes = class_axes_by_key(settings["class_mirror_axes"])
     segmenter: Segmenter | None = None
     statuses: list[dict[str, str]] = []
     n = len(cases)

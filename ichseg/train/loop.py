@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import labels
 from ..errors import IchsegError, InputError
 from ..fileutil import atomic_output
-from ..infer import QUALITY_SETTINGS, class_mirror_axes_of, mirror_axes_of, window_probabilities
+from ..infer import quality_settings, window_probabilities
 from ..preprocess import Normalization, normalize
 from ..progress import Progress
 from .cache import CachedCase
@@ -222,8 +222,7 @@ def validate(
     mirroring, including the card's ``inference`` mirroring settings, e.g. a parent's per-class
     mirroring), so that ``keep="best"`` selects the weights that are best for what users run.
     """
-    inference = inference or {}
-    overlap = QUALITY_SETTINGS[quality]["overlap"]
+    settings = quality_settings(quality, inference or {})
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -238,9 +237,9 @@ def validate(
                     [net],
                     x,
                     patch_zyx,
-                    overlap=overlap,
-                    mirror_axes=mirror_axes_of(quality, inference),
-                    class_mirror_axes=class_mirror_axes_of(quality, inference),
+                    overlap=settings["overlap"],
+                    mirror_axes=settings["mirror_axes"],
+                    class_mirror_axes=settings["class_mirror_axes"],
                     sw_batch_size=2,
                 )
             pred = probs.argmax(1, keepdim=True)
