@@ -195,6 +195,7 @@ def test_mirroring_follows_the_card(tiny_package, tmp_path):
     per_class = {"class_mirror_axes": {"IVH": [2]}}
     assert class_mirror_axes_of("accurate", per_class) == {3: (2,)}
     assert class_mirror_axes_of("fast", per_class) == {}  # nothing mirrored
+    assert class_mirror_axes_of("accurate", {"class_mirror_axes": {"ivh": [2]}}) == {3: (2,)}  # keys as the card check
     assert class_mirror_axes_of("accurate", {**per_class, "mirror_axes": [1]}) == {3: ()}  # within the mode's axes
     for axes, expected in (([], ()), ([2], (2,))):
         folder = tmp_path / f"axes{len(axes)}"

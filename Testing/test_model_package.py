@@ -189,6 +189,7 @@ def test_card_round_trip_with_parent():
         ({"inference": {"class_mirror_axes": [2]}}, "inference.class_mirror_axes must map class keys"),
         ({"inference": {"class_mirror_axes": {"SDH": [2]}}}, "inference.class_mirror_axes: unknown class 'SDH'"),
         ({"inference": {"class_mirror_axes": {"IVH": [5]}}}, "inference.class_mirror_axes[IVH] must be a list"),
+        ({"inference": {"class_mirror_axes": {"IVH": [2], "ivh": [1]}}}, "class 'ivh' is given twice"),
     ],
 )
 def test_card_validation_messages(change, expected):

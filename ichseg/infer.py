@@ -30,8 +30,8 @@ from monai.inferers import sliding_window_inference
 
 from .checks import check_ct
 from .intracranial import CranialCavity, cranial_cavity
-from .labels import NUM_CLASSES, class_by_key, class_by_value
-from .model.card import ModelCard, test_metrics
+from .labels import NUM_CLASSES, class_by_value
+from .model.card import ModelCard, parse_class_mirror_axes, test_metrics
 from .model.network import total_stride
 from .model.package import ModelPackage
 from .postprocess import (
@@ -106,8 +106,8 @@ def class_mirror_axes_of(quality: str, inference: dict[str, Any]) -> dict[int, t
     axes = mirror_axes_of(quality, inference)
     if not axes:
         return {}
-    spec = inference.get("class_mirror_axes") or {}
-    return {class_by_key(key).value: tuple(a for a in value if a in axes) for key, value in spec.items()}
+    spec = parse_class_mirror_axes(inference.get("class_mirror_axes"))
+    return {value: tuple(a for a in class_axes if a in axes) for value, class_axes in spec.items()}
 
 
 def quality_settings(quality: str, inference: dict[str, Any], overlap: float | None = None) -> dict[str, Any]:

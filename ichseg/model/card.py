@@ -98,6 +98,28 @@ def _axes_ok(axes: Any) -> bool:
     )
 
 
+def parse_class_mirror_axes(spec: Mapping[str, Any] | None) -> dict[int, tuple[int, ...]]:
+    """A card's ``inference.class_mirror_axes`` (class keys, case-insensitive, → lists of axes, e.g.
+    ``{"IVH": [2]}``) as {class value: axes}; ValueError when invalid.  The card check and inference
+    both read it through here."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise ValueError("inference.class_mirror_axes must map class keys to lists of axes")
+    out: dict[int, tuple[int, ...]] = {}
+    for key, axes in spec.items():
+        try:
+            value = labels.class_by_key(str(key)).value
+        except KeyError:
+            raise ValueError(f"inference.class_mirror_axes: unknown class {key!r}") from None
+        if not _axes_ok(axes):
+            raise ValueError(f"inference.class_mirror_axes[{key}] must be a list of distinct axes 0, 1, 2: {axes!r}")
+        if value in out:
+            raise ValueError(f"inference.class_mirror_axes: class {key!r} is given twice")
+        out[value] = tuple(axes)
+    return out
+
+
 @dataclass
 class WeightsFile:
     """One weights file of the package: a plain ``state_dict``; ``fold`` is its cross-validation fold."""
@@ -258,15 +280,10 @@ class ModelCard:
             if not _axes_ok(axes):
                 p.append(f"inference.mirror_axes must be a list of distinct axes 0 (z), 1 (y), 2 (x), got {axes!r}")
         if isinstance(self.inference, Mapping) and "class_mirror_axes" in self.inference:
-            spec = self.inference["class_mirror_axes"]
-            if not isinstance(spec, Mapping):
-                p.append("inference.class_mirror_axes must map class keys to lists of axes")
-            else:
-                for key, axes in spec.items():
-                    if key not in {cls.key for cls in labels.CLASSES}:
-                        p.append(f"inference.class_mirror_axes: unknown class {key!r}")
-                    elif not _axes_ok(axes):
-                        p.append(f"inference.class_mirror_axes[{key}] must be a list of distinct axes 0, 1, 2")
+            try:
+                parse_class_mirror_axes(self.inference["class_mirror_axes"])
+            except ValueError as exc:
+                p.append(str(exc))
         if isinstance(self.inference, Mapping):
             from ..postprocess import parse_min_component_ml, parse_min_confidence
 
