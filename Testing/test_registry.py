@@ -94,3 +94,23 @@ def test_models_average_command(env, tmp_path, capsys):
     assert main(["models", "average", "tiny-test@0.0.1", "-o", str(tmp_path / "x"), "--version", "0.1.2"]) != 0
     assert "at least two" in capsys.readouterr().err
     assert main(["models", "show", "tiny-test@0.0.1", "tiny-test@0.1.0"]) != 0
+
+
+def test_models_average_sets_the_inference_settings_of_the_new_card(env, tmp_path, capsys):
+    _, user = env
+    _user_version(user, "0.1.0")
+    base = ["models", "average", "tiny-test@0.0.1", "tiny-test@0.1.0", "--version", "0.1.1", "-o"]
+    settings = '{"class_mirror_axes": {"IVH": [2]}, "min_component_ml": {"ICH": 0.25}, "quality": null}'
+    assert main([*base, str(tmp_path / "soup"), "--inference", settings]) == 0
+    inference = json.loads((tmp_path / "soup" / "model.json").read_text())["inference"]
+    assert inference["class_mirror_axes"] == {"IVH": [2]} and inference["min_component_ml"] == {"ICH": 0.25}
+    assert "quality" not in inference and inference["patch_size_zyx"]  # removed / kept from the last model
+    capsys.readouterr()
+    assert main([*base, str(tmp_path / "bad"), "--inference", '{"min_component_ml": {"PHE": 0.001}}']) != 0
+    assert "min_component_ml[PHE] must be between" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "bad"), "--inference", '{"patch_size_zyx": [8, 8, 8]}']) != 0
+    assert "patch size of an average" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        main([*base, str(tmp_path / "bad"), "--inference", "[2]"])
+    assert "must be a JSON object" in capsys.readouterr().err

@@ -106,15 +106,10 @@ DATA="$DATA2" EXTRA= finetune "$OUT/model_ft3" "$OUT/model_ft4" "$FT4_STEPS" --l
   | tee "$OUT/logs/finetune4.jsonl"
 MODEL="$OUT/model_soup"
 if [[ ! -f "$MODEL/model.json" ]]; then
-  "$PY" -m ichseg models average "$OUT/model_ft3" "$OUT/model_ft4" -o "$MODEL" --version 1.4.2
-  "$PY" - "$MODEL/model.json" <<'PYEOF'
-import json, sys
-path = sys.argv[1]
-card = json.load(open(path))
-card["inference"]["class_mirror_axes"] = {"IVH": [2]}  # IVH over the x-only passes, ICH and PHE over x and y
-card["inference"]["min_component_ml"] = {"ICH": 0.25}  # benchmarks/choose_min_component.py on 30 validation cases
-json.dump(card, open(path, "w"), indent=2)
-PYEOF
+  # IVH over the x-only mirrored passes (ICH and PHE over x and y); ICH findings under 0.25 mL dropped
+  # (benchmarks/choose_min_component.py on 30 validation cases)
+  "$PY" -m ichseg models average "$OUT/model_ft3" "$OUT/model_ft4" -o "$MODEL" --version 1.4.2 \
+    --inference '{"class_mirror_axes": {"IVH": [2]}, "min_component_ml": {"ICH": 0.25}}'
 fi
 
 # 5. held-out test cases (disjoint seeds), segmentation with the new package, evaluation

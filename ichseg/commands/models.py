@@ -10,6 +10,19 @@ import sys
 from .train import number_list
 
 NAME = "models"
+
+
+def json_object(text: str) -> dict:
+    """argparse type: a JSON object, e.g. ``{"min_component_ml": {"ICH": 0.25}}``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at character {exc.pos}): {text}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}, got: {text}")
+    return value
+
+
 HELP = (
     "list models and their versions; show, use or roll back a version; average models' weights; "
     "history of `ichseg improve` runs"
@@ -30,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weights",
         type=number_list(float, name="--weights"),
         help="average: one weight per model, comma-separated (default: equal)",
+    )
+    p.add_argument(
+        "--inference",
+        type=json_object,
+        metavar="JSON",
+        help="average: inference settings for the new card, replacing the last model's, e.g. "
+        '\'{"class_mirror_axes": {"IVH": [2]}, "min_component_ml": {"ICH": 0.25}}\' (null removes a setting)',
     )
 
 
@@ -81,7 +101,7 @@ def _average(args: argparse.Namespace) -> int:
     if not args.out or not args.new_version:
         raise InputError("`ichseg models average` needs --out FOLDER and --version X.Y.Z")
     paths = [resolve_model(ref).path for ref in args.model]
-    out = average_packages(paths, args.out, args.new_version, args.weights)
+    out = average_packages(paths, args.out, args.new_version, args.weights, inference=args.inference)
     sys.stdout.write(f"wrote {out}\n")
     return 0
 

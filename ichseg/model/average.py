@@ -10,15 +10,18 @@ Only packages with the same architecture, preprocessing and classes, one weights
 the same tensor names and shapes can be averaged.  The new card is the last package's card with
 the new version (checked when the card is validated), ``parent`` = the first package, the members
 and their weights recorded in ``training.weight_average``, and no metrics (they belong to the
-members, not to the average).
+members, not to the average).  ``inference`` changes the card's inference settings (e.g. per-class
+mirroring and component limits chosen for the average): each key replaces the last package's, a
+null removes it; the result is checked with the card.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,11 +68,13 @@ def average_packages(
     version: str,
     weights: Sequence[float] | None = None,
     *,
+    inference: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write the weighted mean of the packages ``sources`` as a new package ``out_dir``; returns it.
 
     ``weights`` (default: equal) must be non-negative with a positive sum; they are normalised.
+    ``inference``: settings that replace the card's (a None value removes one).
     """
     if len(sources) < 2:
         raise InputError("averaging needs at least two model packages")
@@ -95,4 +100,11 @@ def average_packages(
     ]
     members = " + ".join(f"{w:g}×{p.card.version}" for p, w in zip(packages, weights, strict=True))
     card.description = f"Weight average {members}. " + (packages[-1].card.description or "")
+    for key, value in (inference or {}).items():
+        if key == "patch_size_zyx":
+            raise InputError("the patch size of an average is its members'; it cannot be changed")
+        if value is None:
+            card.inference.pop(key, None)
+        else:
+            card.inference[key] = copy.deepcopy(value)
     return save_package(out_dir, card, [(None, state)], overwrite=overwrite)
