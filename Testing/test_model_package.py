@@ -243,6 +243,22 @@ def test_average_is_the_weighted_mean_with_members_recorded(tmp_path):
     assert card.training["steps"] == pb.card.training["steps"]
 
 
+def test_inherited_inference_names_whose_validation_chose_a_setting():
+    from ichseg.model.card import inherited_inference
+
+    parent = _card(version="1.4.2")
+    parent.inference.update(
+        min_component_ml={"ICH": 0.25},
+        min_component_ml_chosen_on={"cases": 30},
+        min_component_confidence_chosen_on={"cases": 8, "model": "ichseg-x 1.0.0"},  # already named: kept
+    )
+    child = inherited_inference(parent)
+    assert child["min_component_ml"] == {"ICH": 0.25}
+    assert child["min_component_ml_chosen_on"] == {"cases": 30, "model": f"{parent.id} 1.4.2"}
+    assert child["min_component_confidence_chosen_on"]["model"] == "ichseg-x 1.0.0"
+    assert "model" not in parent.inference["min_component_ml_chosen_on"]  # the parent's card is not changed
+
+
 def test_average_refuses_what_cannot_be_averaged(tmp_path):
     from ichseg.model.average import average_packages
 

@@ -331,7 +331,8 @@ def test_finetune_validation_mirrors_as_the_parent_card_says(trained, tmp_path, 
     shutil.copytree(trained.package, parent_dir)
     card_path = parent_dir / "model.json"
     card = json.loads(card_path.read_text())
-    card["inference"].update(mirror_axes=[2, 1], class_mirror_axes={"IVH": [2]})
+    chosen_on = {"cases": 3}  # evidence for the parent's settings
+    card["inference"].update(mirror_axes=[2, 1], class_mirror_axes={"IVH": [2]}, min_component_ml_chosen_on=chosen_on)
     card_path.write_text(json.dumps(card))
     seen: list[dict] = []
     real = loop.window_probabilities
@@ -355,6 +356,8 @@ def test_finetune_validation_mirrors_as_the_parent_card_says(trained, tmp_path, 
     )
     child = load_package(run_finetune(cfg).package)
     assert child.card.inference["class_mirror_axes"] == {"IVH": [2]}
+    chosen = child.card.inference["min_component_ml_chosen_on"]  # the parent's evidence, named as such
+    assert chosen == {"cases": 3, "model": f"{card['id']} {card['version']}"}
     assert seen and all(s == {"overlap": 0.5, "mirror_axes": (2, 1), "class_mirror_axes": {3: (2,)}} for s in seen)
     seen.clear()
     run_finetune(replace(cfg, output=tmp_path / "ft_fast", val_quality="fast"))

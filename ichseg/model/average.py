@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .card import ParentRef, utc_now
+from .card import ParentRef, inherited_inference, utc_now
 from .package import ModelPackage, load_package, save_package
 
 __all__ = ["average_packages", "average_states"]
@@ -90,6 +90,7 @@ def average_packages(
     state = average_states([p.states[0] for p in packages], weights)
 
     card = copy.deepcopy(packages[-1].card)
+    card.inference = inherited_inference(packages[-1].card)
     card.version = version
     card.created = utc_now()
     card.metrics = {}

@@ -7,6 +7,7 @@ and raises one :class:`CardError` whose one-line message names the fields.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -96,6 +97,17 @@ def _axes_ok(axes: Any) -> bool:
         and all(isinstance(a, int) and not isinstance(a, bool) and a in (0, 1, 2) for a in axes)
         and len(set(axes)) == len(axes)
     )
+
+
+def inherited_inference(parent: ModelCard) -> dict[str, Any]:
+    """A child's inference block (fine-tune or weight average): a copy of the parent's settings, each
+    ``*_chosen_on`` record naming the model whose validation chose it (``model``), so the child's card
+    does not claim the parent's evidence as its own."""
+    out = copy.deepcopy(dict(parent.inference))
+    for key, record in out.items():
+        if key.endswith("_chosen_on") and isinstance(record, dict):
+            record.setdefault("model", f"{parent.id} {parent.version}")
+    return out
 
 
 def parse_class_mirror_axes(spec: Mapping[str, Any] | None) -> dict[int, tuple[int, ...]]:

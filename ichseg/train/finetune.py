@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..model.card import ModelCard, ParentRef, bump_version
+from ..model.card import ModelCard, ParentRef, bump_version, inherited_inference
 from ..model.network import encoder_modules, total_stride
 from ..model.package import ModelPackage, load_package
 from .api import (
@@ -128,7 +128,7 @@ def _run(cfg: FinetuneConfig, rt: Runtime, parent: ModelPackage) -> TrainResult:
     divisor = total_stride(pc.architecture)
     if any(int(size) % d for size, d in zip(patch, divisor, strict=True)):
         raise InputError(f"--patch {tuple(patch)}: each axis must be a multiple of the network's stride {divisor}")
-    inference = {**pc.inference, "patch_size_zyx": [int(v) for v in patch]}
+    inference = {**inherited_inference(pc), "patch_size_zyx": [int(v) for v in patch]}
     anisotropic = any(min(k) == 1 for k in pc.architecture["kernels"])
     lr = cfg.lr if cfg.lr is not None else _parent_lr(pc) * cfg.lr_factor
     present = {n: c.lesion_labels for n, c in by_name.items()}
