@@ -29,6 +29,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # rule_sweep beside this script, also when it is loaded by path
+    sys.path.insert(0, str(HERE))
+
+from rule_sweep import best_row, summarize  # noqa: E402
 
 from ichseg.errors import InputError  # noqa: E402
 from ichseg.evaluate.loading import read_pair  # noqa: E402
@@ -67,16 +72,6 @@ def score(pairs, limits_mm3: dict[int, float], value: int) -> list[tuple[float, 
     return rows
 
 
-def summarize(rows: list[tuple[float, bool]], base: list[tuple[float, bool]]) -> dict:
-    positive = [d for d, has in rows if has]
-    lost = sum(1 for (d, has), (d0, _) in zip(rows, base, strict=True) if has and d0 > 0 and d == 0)
-    return {
-        "dice_all": round(float(np.mean([d for d, _ in rows])), 4),
-        "dice_positive": round(float(np.mean(positive)), 4) if positive else None,
-        "lost": lost,
-    }
-
-
 def choose(pairs, classes, limits_ml, caps_ml: dict[str, float], min_gain: float, max_lost: int, log) -> dict:
     """One class at a time, on top of the limits already kept; see the module docstring."""
     limits = dict(DEFAULT_MIN_COMPONENT_MM3)
@@ -84,18 +79,17 @@ def choose(pairs, classes, limits_ml, caps_ml: dict[str, float], min_gain: float
     sweep: dict[str, list[dict]] = {}
     for cls in classes:
         base = score(pairs, limits, cls.value)
-        rows = [{"limit_ml": None, **summarize(base, base)}]
+        rows = [{"limit_ml": None, **summarize(base, base, digits=4)}]
         log(f"{cls.key}: default limit: {rows[0]}")
         cap = caps_ml.get(cls.key)
         for ml in limits_ml:
             if cap is None or ml > cap or ml * 1000.0 <= DEFAULT_MIN_COMPONENT_MM3[cls.value]:
                 continue
             trial = score(pairs, {**limits, cls.value: ml * 1000.0}, cls.value)
-            rows.append({"limit_ml": ml, **summarize(trial, base)})
+            rows.append({"limit_ml": ml, **summarize(trial, base, digits=4)})
             log(f"{cls.key}: {ml:g} mL: {rows[-1]}")
-        admissible = [r for r in rows[1:] if r["lost"] <= max_lost]
-        best = max(admissible, key=lambda r: (r["dice_all"], r["limit_ml"]), default=None)
-        if best is not None and best["dice_all"] >= rows[0]["dice_all"] + min_gain:
+        best = best_row(rows, "limit_ml", min_gain, max_lost, prefer_larger=True)
+        if best is not None:
             chosen[cls.key] = best["limit_ml"]
             limits[cls.value] = best["limit_ml"] * 1000.0
         sweep[cls.key] = rows

@@ -35,6 +35,11 @@ import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # rule_sweep beside this script, also when it is loaded by path
+    sys.path.insert(0, str(HERE))
+
+from rule_sweep import best_row, summarize  # noqa: E402
 
 from ichseg.batch import collect_cases  # noqa: E402
 from ichseg.evaluate.loading import label_array, read_label  # noqa: E402
@@ -131,18 +136,6 @@ def class_dice(run_map, rules: dict[int, float], value: int) -> list[tuple[float
     return list(run_map(_case_dice, [(i, rules, value) for i in range(len(_CASES))]))
 
 
-def summarize(results: list[tuple[float, bool]], base: list[tuple[float, bool]] | None = None) -> dict:
-    """Mean Dice over all cases and over cases with the class; ``lost``: cases with the class that the
-    model found without the rule (Dice > 0) and misses with it (Dice 0)."""
-    positive = [d for d, has in results if has]
-    row = {"dice_all": float(np.mean([d for d, _ in results])), "dice_positive": None, "lost": 0}
-    if positive:
-        row["dice_positive"] = float(np.mean(positive))
-    if base is not None:
-        row["lost"] = sum(1 for (d, has), (d0, _) in zip(results, base, strict=True) if has and d0 > 0 and d == 0)
-    return row
-
-
 def choose(run_map, classes, thresholds, min_gain, log, max_lost: int = 0) -> dict:
     """One class at a time: the threshold with the best mean Dice over all cases among those that lose
     at most ``max_lost`` found cases; kept when it gains at least ``min_gain``."""
@@ -155,9 +148,8 @@ def choose(run_map, classes, thresholds, min_gain, log, max_lost: int = 0) -> di
         for t in thresholds:
             rows.append({"threshold": t, **summarize(class_dice(run_map, {**rules, cls.value: t}, cls.value), base)})
             log(f"{cls.key}: threshold {t}: {rows[-1]}")
-        admissible = [r for r in rows[1:] if r["lost"] <= max_lost]
-        best = max(admissible, key=lambda r: r["dice_all"], default=None)
-        if best is not None and best["dice_all"] >= rows[0]["dice_all"] + min_gain:
+        best = best_row(rows, "threshold", min_gain, max_lost)
+        if best is not None:
             rules[cls.value] = best["threshold"]
         sweep[cls.key] = rows
     return {"rules": rules, "sweep": sweep}
