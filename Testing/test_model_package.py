@@ -243,6 +243,26 @@ def test_average_is_the_weighted_mean_with_members_recorded(tmp_path):
     assert card.training["steps"] == pb.card.training["steps"]
 
 
+def test_average_inference_settings_and_the_evidence_behind_them(tmp_path):
+    from ichseg.model.average import average_packages
+
+    a = save_package(tmp_path / "a", _card(version="1.0.0"), _states(1))
+    card_b = _card(version="1.1.0")
+    card_b.inference.update(min_component_ml={"ICH": 0.25}, min_component_ml_chosen_on={"cases": 30})
+    b = save_package(tmp_path / "b", card_b, _states(1))
+    mirroring = {"class_mirror_axes": {"IVH": [2]}}
+    kept = load_package(average_packages([a, b], tmp_path / "kept", "1.1.1", inference=mirroring))
+    assert kept.card.inference["class_mirror_axes"] == {"IVH": [2]}
+    assert kept.card.inference["min_component_ml_chosen_on"] == {"cases": 30, "model": f"{card_b.id} 1.1.0"}
+    limit = {"min_component_ml": {"ICH": 0.5}}
+    changed = load_package(average_packages([a, b], tmp_path / "changed", "1.1.2", inference=limit))
+    assert changed.card.inference["min_component_ml"] == {"ICH": 0.5}
+    assert "min_component_ml_chosen_on" not in changed.card.inference  # that evidence was for 0.25 mL
+    with pytest.raises(InputError, match="min_component_ml\\[ICH\\] must be between"):
+        average_packages([a, b], tmp_path / "bad", "1.1.3", inference={"min_component_ml": {"ICH": 50}})
+    assert not (tmp_path / "bad").exists()
+
+
 def test_inherited_inference_names_whose_validation_chose_a_setting():
     from ichseg.model.card import inherited_inference
 

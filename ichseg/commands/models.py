@@ -10,6 +10,10 @@ import sys
 from .train import number_list
 
 NAME = "models"
+HELP = (
+    "list models and their versions; show, use or roll back a version; average models' weights; "
+    "history of `ichseg improve` runs"
+)
 
 
 def json_object(text: str) -> dict:
@@ -21,12 +25,6 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}, got: {text}")
     return value
-
-
-HELP = (
-    "list models and their versions; show, use or roll back a version; average models' weights; "
-    "history of `ichseg improve` runs"
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,8 @@ the new version (checked when the card is validated), ``parent`` = the first pac
 and their weights recorded in ``training.weight_average``, and no metrics (they belong to the
 members, not to the average).  ``inference`` changes the card's inference settings (e.g. per-class
 mirroring and component limits chosen for the average): each key replaces the last package's, a
-null removes it; the result is checked with the card.
+null removes it, and a changed setting drops the inherited record of how it was chosen
+(``<key>_chosen_on``) unless one is given; the result is checked with the card.
 """
 
 from __future__ import annotations
@@ -108,4 +109,6 @@ def average_packages(
             card.inference.pop(key, None)
         else:
             card.inference[key] = copy.deepcopy(value)
+        if not key.endswith("_chosen_on") and f"{key}_chosen_on" not in inference:
+            card.inference.pop(f"{key}_chosen_on", None)  # the inherited evidence was for another setting
     return save_package(out_dir, card, [(None, state)], overwrite=overwrite)
