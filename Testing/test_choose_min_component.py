@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from conftest import load_benchmark
 
@@ -51,3 +52,27 @@ def test_the_largest_limit_that_loses_no_found_lesion_is_chosen(tmp_path):
     capped = tmp_path / "capped.json"
     assert module.main([str(pred), str(ref), "-o", str(capped), "--limits", "0.1", "--max-ml", "ICH=0.05"]) == 0
     assert json.loads(capped.read_text())["min_component_ml"] == {}  # above the cap: not tried
+
+
+def test_the_choice_records_the_model_that_made_the_predictions(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    lesion = np.zeros((10, 20, 20), np.uint8)
+    lesion[2:8, 4:14, 4:14] = 1
+    for case in ("a", "b"):
+        _write(pred, f"{case}_labels", lesion)
+        _write(ref, case, lesion)
+        record = {"case": case, "model": {"ref": "ichseg-x@1.2.0", "id": "ichseg-x", "version": "1.2.0"}}
+        (pred / f"{case}_volumes.json").write_text(json.dumps({**record, "quality": "accurate"}))
+    module = _script()
+    out = tmp_path / "choice.json"
+    assert module.main([str(pred), str(ref), "-o", str(out), "--limits", "0.1"]) == 0
+    result = json.loads(out.read_text())
+    assert (result["model"], result["quality"]) == ("ichseg-x@1.2.0", "accurate")
+
+    (pred / "b_volumes.json").write_text(json.dumps({**record, "quality": "fast"}))  # b segmented in another quality
+    with pytest.raises(SystemExit, match="not all made by one model in one quality"):
+        module.main([str(pred), str(ref), "-o", str(tmp_path / "mixed.json"), "--limits", "0.1"])
+    (pred / "b_volumes.json").unlink()  # b's record missing: unknown origin
+    with pytest.raises(SystemExit, match="unknown"):
+        module.main([str(pred), str(ref), "-o", str(tmp_path / "mixed.json"), "--limits", "0.1"])
+    assert not (tmp_path / "mixed.json").exists()

@@ -13,7 +13,8 @@ whose lesion was found (Dice > 0) into a miss (``--max-lost``) and stays within 
 (``--max-ml``; default ICH 0.25 mL, half the smallest spontaneous ICH of TICH-2, 0.5 mL, so a bleed
 under-segmented by half survives).  The largest admissible limit with the best mean Dice over all
 cases (an empty prediction of an empty reference counts 1) is kept when it gains at least
-``--min-gain``.  Writes the choice and the whole sweep; copy ``min_component_ml`` into the card.
+``--min-gain``.  Writes the choice, the whole sweep and the model and quality that made the
+predictions (from their ``<case>_volumes.json``), for ``ship_model.py --min-component``.
 
 Measured (1.4.2's weights, 30 validation cases, seeds 300001-300030, accurate): ICH 0.25 mL, false-
 positive ICH components 53 -> 13, ICH Dice over all cases 0.726 -> 0.799, no found lesion lost.
@@ -22,6 +23,7 @@ positive ICH components 53 -> 13, ICH Dice over all cases 0.726 -> 0.799, no fou
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -59,6 +61,28 @@ def load_pairs(pred_dir: Path, ref_dir: Path) -> list[tuple[str, np.ndarray, np.
     except InputError as exc:
         raise SystemExit(f"error: {exc}") from None
     return out
+
+
+def predictions_source(pred_dir: Path, cases: list[str]) -> dict:
+    """``{"model": "id@version", "quality": ...}`` that made the predictions, from each case's
+    ``<case>_volumes.json`` (``ichseg segment``); both None when no case has one.  SystemExit when the
+    cases were made by different models or in different qualities, or only some have the record."""
+    seen = set()
+    for case in cases:
+        path = pred_dir / f"{case}_volumes.json"
+        if not path.is_file():
+            seen.add((None, None))
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            seen.add((record["model"]["ref"], record.get("quality")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"error: {path}: not an ichseg segment volumes record ({exc})") from None
+    if len(seen) > 1:
+        made = ", ".join(sorted(f"{m} ({q})" if m else "unknown" for m, q in seen))
+        raise SystemExit(f"error: {pred_dir}: the predictions were not all made by one model in one quality: {made}")
+    model, quality = seen.pop() if seen else (None, None)
+    return {"model": model, "quality": quality}
 
 
 def score(pairs, limits_mm3: dict[int, float], value: int) -> list[tuple[float, bool]]:
@@ -124,10 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     if any(c.value == 0 for c in classes) or any(v <= 0 for v in limits_ml):
         ap.error("--classes must be lesion classes and --limits positive")
     pairs = load_pairs(args.pred, args.refs)
+    cases = [case for case, *_ in pairs]
+    source = predictions_source(args.pred, cases)
     result = choose(pairs, classes, limits_ml, caps_ml, args.min_gain, args.max_lost, lambda m: print(m, flush=True))
     out = {
         "predictions": str(args.pred),
-        "cases": [case for case, *_ in pairs],
+        **source,
+        "cases": cases,
         "criterion": "mean Dice over all validation cases (empty prediction of an empty reference = 1), among "
         f"limits within the caps {caps_ml} (mL) that turn at most {args.max_lost} found case(s) into misses",
         "min_gain": args.min_gain,

@@ -2,9 +2,9 @@
 
     python benchmarks/ship_model.py MODEL_DIR EVAL_DIR [--test-description TEXT]
         [--accurate-eval EVAL_DIR_ACCURATE --accurate-description TEXT] [--recommend-quality accurate]
-        [--postprocessing OUT_DIR/postprocessing.json]
+        [--postprocessing OUT_DIR/postprocessing.json] [--min-component CHOICE.json] [--dest MODELS_DIR]
 
-Copies the package to ``Resources/Models/<id>-<version>/``, stores the summary of
+Copies the package to ``Resources/Models/<id>-<version>/`` (or ``--dest``), stores the summary of
 ``EVAL_DIR/metrics.json`` (from ``ichseg evaluate``) under ``metrics.test`` in its ``model.json``
 (the weights, and so their SHA-256, are untouched), copies ``metrics.md`` and the plots beside it,
 and makes it the default in ``Resources/Models/registry.json``.  An evaluation of the same cases with
@@ -12,14 +12,16 @@ and makes it the default in ``Resources/Models/registry.json``.  An evaluation o
 ``--recommend-quality`` writes ``inference.quality``: what ``--quality auto`` (the default of
 ``ichseg segment``, Slicer and the batch script) uses with this model.  Recommending ``accurate``
 needs its evaluation.  ``--postprocessing`` (from ``choose_postprocessing.py``, chosen on validation
-cases) writes ``inference.min_component_confidence`` and how it was chosen; the test evaluations must
-have been made with it.
+cases) writes ``inference.min_component_confidence`` and how it was chosen; ``--min-component`` (from
+``choose_min_component.py``, on this model's validation outputs) likewise ``inference.min_component_ml``.
+The test evaluations must have been made with them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,8 +29,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ichseg.errors import InputError  # noqa: E402
 from ichseg.fileutil import write_json_atomic  # noqa: E402
 from ichseg.model import load_package  # noqa: E402
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file's object; ValueError (naming the file) when it is not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
 def summarize(metrics: dict) -> dict:
@@ -55,7 +66,23 @@ def summarize(metrics: dict) -> dict:
     return out
 
 
-def main() -> int:
+def min_component_settings(card, choice: dict) -> dict:
+    """``inference`` entries for the card from a ``choose_min_component.py`` result; ValueError when it
+    was made on another model's predictions or would lower a limit its predictions were made with."""
+    ref = f"{card.id}@{card.version}"
+    if choice.get("model") != ref:
+        made = choice.get("model") or "predictions without <case>_volumes.json"
+        raise ValueError(f"the limits were chosen on predictions of {made}, not of {ref}")
+    limits = dict(card.inference.get("min_component_ml") or {})
+    for key, ml in choice["min_component_ml"].items():
+        if ml < limits.get(key, 0.0):
+            raise ValueError(f"{key}: {ml:g} mL cannot be judged from predictions already made with {limits[key]:g} mL")
+        limits[key] = ml
+    record = {k: choice[k] for k in ("model", "quality", "criterion", "sweep")}
+    return {"min_component_ml": limits, "min_component_ml_chosen_on": {**record, "cases": len(choice["cases"])}}
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
     ap.add_argument("eval", type=Path)
@@ -64,44 +91,62 @@ def main() -> int:
     ap.add_argument("--accurate-description", default="")
     ap.add_argument("--recommend-quality", choices=("fast", "accurate"), default="fast")
     ap.add_argument("--postprocessing", type=Path, help="postprocessing.json of choose_postprocessing.py")
-    args = ap.parse_args()
+    ap.add_argument("--min-component", type=Path, help="the output of choose_min_component.py")
+    ap.add_argument("--dest", type=Path, default=ROOT / "Resources" / "Models", help="models folder (registry.json)")
+    args = ap.parse_args(argv)
     if args.recommend_quality == "accurate" and args.accurate_eval is None:
         ap.error("--recommend-quality accurate needs --accurate-eval (the evaluation behind the recommendation)")
-    package = load_package(args.model)  # verifies the checksums
+    try:
+        package = load_package(args.model)  # verifies the checksums
+    except InputError as exc:
+        ap.error(str(exc))
     card = package.card
-    chosen = json.loads(args.postprocessing.read_text()) if args.postprocessing is not None else None
-    if chosen is not None and chosen["weights_sha256"] != [w.sha256 for w in card.weights]:
-        ap.error(f"{args.postprocessing} was chosen for other weights ({chosen['model']})")
-    dest_root = ROOT / "Resources" / "Models"
-    dest = dest_root / f"{card.id}-{card.version}"
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(args.model, dest)
-    data = json.loads((dest / "model.json").read_text())
-    runs = [("test", args.eval, args.test_description, dest / "evaluation")]
+    runs = [("test", args.eval, args.test_description, Path("evaluation"))]
     if args.accurate_eval is not None:
-        runs.append(("test_accurate", args.accurate_eval, args.accurate_description, dest / "evaluation" / "accurate"))
-    for key, eval_dir, description, evaluation in runs:
-        metrics = json.loads((eval_dir / "metrics.json").read_text())
-        data.setdefault("metrics", {})[key] = {"description": description, **summarize(metrics)}
-        evaluation.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.md", "bland_altman.png", "volume_scatter.png"):
-            if (eval_dir / name).is_file():
-                shutil.copy2(eval_dir / name, evaluation / name)
-    data.setdefault("inference", {})["quality"] = args.recommend_quality
-    if chosen is not None:
-        data["inference"]["min_component_confidence"] = chosen["min_component_confidence"]
-        data["inference"]["min_component_confidence_chosen_on"] = {
-            "model": chosen["model"],  # a fine-tuned child inherits the rule: this says whose weights chose it
-            "cases": len(chosen["cases"]),
-            "quality": chosen["quality"],
-            "criterion": chosen["criterion"],
-            "sweep": chosen["sweep"],
-        }
-    write_json_atomic(dest / "model.json", data)
-    load_package(dest)  # the shipped copy still loads and verifies
+        runs.append(("test_accurate", args.accurate_eval, args.accurate_description, Path("evaluation", "accurate")))
+    try:
+        chosen = read_json(args.postprocessing) if args.postprocessing is not None else None
+        if chosen is not None and chosen["weights_sha256"] != [w.sha256 for w in card.weights]:
+            raise ValueError(f"{args.postprocessing} was chosen for other weights ({chosen['model']})")
+        limits = min_component_settings(card, read_json(args.min_component)) if args.min_component else {}
+        summaries = {key: summarize(read_json(eval_dir / "metrics.json")) for key, eval_dir, *_ in runs}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        ap.error(f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc))
+    dest = args.dest / f"{card.id}-{card.version}"
+    if dest.resolve() == args.model.resolve():
+        ap.error(f"{args.model} is already the shipped copy: ship from the training output")
+    args.dest.mkdir(parents=True, exist_ok=True)
+    work = args.dest / f".{dest.name}.partial-{os.getpid()}"  # renamed into place once complete and verified
+    try:
+        shutil.copytree(args.model, work)
+        data = json.loads((work / "model.json").read_text())
+        for key, eval_dir, description, evaluation in runs:
+            data.setdefault("metrics", {})[key] = {"description": description, **summaries[key]}
+            (work / evaluation).mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.md", "bland_altman.png", "volume_scatter.png"):
+                if (eval_dir / name).is_file():
+                    shutil.copy2(eval_dir / name, work / evaluation / name)
+        inference = data.setdefault("inference", {})
+        inference["quality"] = args.recommend_quality
+        if chosen is not None:
+            inference["min_component_confidence"] = chosen["min_component_confidence"]
+            inference["min_component_confidence_chosen_on"] = {
+                "model": chosen["model"],  # a fine-tuned child inherits the rule: this says whose weights chose it
+                "cases": len(chosen["cases"]),
+                "quality": chosen["quality"],
+                "criterion": chosen["criterion"],
+                "sweep": chosen["sweep"],
+            }
+        inference.update(limits)
+        write_json_atomic(work / "model.json", data)
+        load_package(work)  # the shipped copy still loads and verifies
+        if dest.exists():
+            shutil.rmtree(dest)
+        work.rename(dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     write_json_atomic(
-        dest_root / "registry.json",
+        args.dest / "registry.json",
         {"default": f"{card.id}@{card.version}", "models": [{"path": dest.name}]},
     )
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
