@@ -253,7 +253,7 @@ def test_average_inference_settings_and_the_evidence_behind_them(tmp_path):
     mirroring = {"class_mirror_axes": {"IVH": [2]}}
     kept = load_package(average_packages([a, b], tmp_path / "kept", "1.1.1", inference=mirroring))
     assert kept.card.inference["class_mirror_axes"] == {"IVH": [2]}
-    assert kept.card.inference["min_component_ml_chosen_on"] == {"cases": 30, "model": f"{card_b.id} 1.1.0"}
+    assert kept.card.inference["min_component_ml_chosen_on"] == {"cases": 30, "model": f"{card_b.id}@1.1.0"}
     limit = {"min_component_ml": {"ICH": 0.5}}
     changed = load_package(average_packages([a, b], tmp_path / "changed", "1.1.2", inference=limit))
     assert changed.card.inference["min_component_ml"] == {"ICH": 0.5}
@@ -270,12 +270,12 @@ def test_inherited_inference_names_whose_validation_chose_a_setting():
     parent.inference.update(
         min_component_ml={"ICH": 0.25},
         min_component_ml_chosen_on={"cases": 30},
-        min_component_confidence_chosen_on={"cases": 8, "model": "ichseg-x 1.0.0"},  # already named: kept
+        min_component_confidence_chosen_on={"cases": 8, "model": "ichseg-x@1.0.0"},  # already named: kept
     )
     child = inherited_inference(parent)
     assert child["min_component_ml"] == {"ICH": 0.25}
-    assert child["min_component_ml_chosen_on"] == {"cases": 30, "model": f"{parent.id} 1.4.2"}
-    assert child["min_component_confidence_chosen_on"]["model"] == "ichseg-x 1.0.0"
+    assert child["min_component_ml_chosen_on"] == {"cases": 30, "model": f"{parent.id}@1.4.2"}
+    assert child["min_component_confidence_chosen_on"]["model"] == "ichseg-x@1.0.0"
     assert "model" not in parent.inference["min_component_ml_chosen_on"]  # the parent's card is not changed
 
 

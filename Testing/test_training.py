@@ -357,7 +357,7 @@ def test_finetune_validation_mirrors_as_the_parent_card_says(trained, tmp_path, 
     child = load_package(run_finetune(cfg).package)
     assert child.card.inference["class_mirror_axes"] == {"IVH": [2]}
     chosen = child.card.inference["min_component_ml_chosen_on"]  # the parent's evidence, named as such
-    assert chosen == {"cases": 3, "model": f"{card['id']} {card['version']}"}
+    assert chosen == {"cases": 3, "model": f"{card['id']}@{card['version']}"}
     assert seen and all(s == {"overlap": 0.5, "mirror_axes": (2, 1), "class_mirror_axes": {3: (2,)}} for s in seen)
     seen.clear()
     run_finetune(replace(cfg, output=tmp_path / "ft_fast", val_quality="fast"))

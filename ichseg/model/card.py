@@ -101,12 +101,12 @@ def _axes_ok(axes: Any) -> bool:
 
 def inherited_inference(parent: ModelCard) -> dict[str, Any]:
     """A child's inference block (fine-tune or weight average): a copy of the parent's settings, each
-    ``*_chosen_on`` record naming the model whose validation chose it (``model``), so the child's card
-    does not claim the parent's evidence as its own."""
+    ``*_chosen_on`` record naming the model whose validation chose it (``model``: ``id@version``), so
+    the child's card does not claim the parent's evidence as its own."""
     out = copy.deepcopy(dict(parent.inference))
     for key, record in out.items():
         if key.endswith("_chosen_on") and isinstance(record, dict):
-            record.setdefault("model", f"{parent.id} {parent.version}")
+            record.setdefault("model", f"{parent.id}@{parent.version}")  # the reference --model takes
     return out
 
 
