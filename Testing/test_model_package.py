@@ -258,6 +258,9 @@ def test_average_inference_settings_and_the_evidence_behind_them(tmp_path):
     changed = load_package(average_packages([a, b], tmp_path / "changed", "1.1.2", inference=limit))
     assert changed.card.inference["min_component_ml"] == {"ICH": 0.5}
     assert "min_component_ml_chosen_on" not in changed.card.inference  # that evidence was for 0.25 mL
+    same = {"min_component_ml": {"ICH": 0.25}}  # restating the inherited value keeps its evidence
+    restated = load_package(average_packages([a, b], tmp_path / "same", "1.1.4", inference=same))
+    assert restated.card.inference["min_component_ml_chosen_on"]["cases"] == 30
     with pytest.raises(InputError, match="min_component_ml\\[ICH\\] must be between"):
         average_packages([a, b], tmp_path / "bad", "1.1.3", inference={"min_component_ml": {"ICH": 50}})
     assert not (tmp_path / "bad").exists()

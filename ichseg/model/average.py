@@ -91,7 +91,7 @@ def average_packages(
     state = average_states([p.states[0] for p in packages], weights)
 
     card = copy.deepcopy(packages[-1].card)
-    card.inference = inherited_inference(packages[-1].card)
+    card.inference = inherited_inference(packages[-1].card)  # each *_chosen_on names its model
     card.version = version
     card.created = utc_now()
     card.metrics = {}
@@ -105,10 +105,11 @@ def average_packages(
     for key, value in (inference or {}).items():
         if key == "patch_size_zyx":
             raise InputError("the patch size of an average is its members'; it cannot be changed")
+        changed = value != card.inference.get(key)
         if value is None:
             card.inference.pop(key, None)
         else:
             card.inference[key] = copy.deepcopy(value)
-        if not key.endswith("_chosen_on") and f"{key}_chosen_on" not in inference:
+        if changed and not key.endswith("_chosen_on") and f"{key}_chosen_on" not in inference:
             card.inference.pop(f"{key}_chosen_on", None)  # the inherited evidence was for another setting
     return save_package(out_dir, card, [(None, state)], overwrite=overwrite)
