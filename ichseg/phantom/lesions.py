@@ -336,9 +336,23 @@ def _largest_components(mask: np.ndarray, keep_fraction: float) -> np.ndarray:
     return np.isin(lab, keep)
 
 
+#: The thinnest oedema, as a fraction of the local rim width (2–10 mm): the drawn PHE/ICH volume ratio
+#: alone made rims of about 1 mm around small bleeds (a 2.6 mL ICH with PHE 0.5x its volume), which
+#: blur and the haematoma's partial volume left no darker than the tissue around them (measured
+#: 0–2 HU); real oedema is an irregular rim 2–10 mm wide (``shared/real_ct_facts.md``).
+PHE_MIN_RIM_FRACTION = 0.4
+#: Oedema is at least this much darker than the tissue it replaces (before blur), and at most
+#: ``PHE_MAX_DROP_HU``: after the scanner's blur and noise its core is 5–10 HU darker than the
+#: parenchyma around it, as measured on real scans.
+PHE_MIN_DROP_HU = 8.0
+PHE_MAX_DROP_HU = 15.0
+
+
 def make_phe(rng: np.random.Generator, anat: Anatomy, box: Box, ich_mask: np.ndarray, volume_ml: float):
+    """Oedema rim of irregular width (≈2–10 mm) around the haematoma, inside brain parenchyma:
+    ``volume_ml``, or more where that would make the rim thinner than ``PHE_MIN_RIM_FRACTION`` of
+    its local width."""
     tissue_hu = anat.hu[box.slices]
-    """Oedema rim of irregular width (≈2–10 mm) around the haematoma, inside brain parenchyma."""
     grid = anat.grid
     w = grid.spacing
     dist = np.full(ich_mask.shape, F32(1e3))
@@ -357,6 +371,9 @@ def make_phe(rng: np.random.Generator, anat: Anatomy, box: Box, ich_mask: np.nda
     allowed = anat.brain[box.slices] & ~ich_mask & ~_excluded(anat, box) & (dist <= 12.0)
     n = int(round(volume_ml * 1000.0 / w**3))
     mask, thr = _quantile_mask(score, allowed, n)
+    if thr < PHE_MIN_RIM_FRACTION:
+        thr = PHE_MIN_RIM_FRACTION
+        mask = allowed & (score <= thr)
     lab, nlab = ndimage.label(mask | ich_mask)
     if nlab > 1:
         touching = np.unique(lab[ich_mask])
@@ -364,9 +381,9 @@ def make_phe(rng: np.random.Generator, anat: Anatomy, box: Box, ich_mask: np.nda
     ramp = np.clip(F32(0.5) + (F32(thr) - score) * width / F32(1.5), 0, 1) * allowed
     level = float(rng.uniform(23.0, 29.0))
     wobble = F32(1.5) * noise_field(rng, lo, hi, 2.0, 4.0).sample(xs, ys, zs)
-    # oedema is 5–10 HU darker than the tissue it replaces, and about ``level`` HU
-    drop = np.maximum(F32(5.0) + wobble, tissue_hu - F32(level) + wobble)
-    drop = np.minimum(drop, F32(14.0))
+    # oedema is darker than the tissue it replaces, and about ``level`` HU
+    drop = np.maximum(F32(PHE_MIN_DROP_HU) + wobble, tissue_hu - F32(level) + wobble)
+    drop = np.minimum(drop, F32(PHE_MAX_DROP_HU))
     return mask, ramp, drop, {"hu_level": level}
 
 
