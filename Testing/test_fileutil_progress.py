@@ -2,11 +2,14 @@
 
 import io
 import json
+import os
+import stat
 
 import pytest
+from conftest import make_tiny_package
 
 from ichseg.errors import OutputError
-from ichseg.fileutil import atomic_output, full_suffix, sha256_file, stem, write_json_atomic
+from ichseg.fileutil import atomic_output, full_suffix, sha256_file, stem, write_json_atomic, write_text_atomic
 from ichseg.progress import Progress, parse_progress_line
 
 
@@ -55,3 +58,17 @@ def test_progress_quiet_and_bar():
     assert buf.getvalue() == ""
     Progress("bar", buf).emit("x", 1.0, "y")
     assert "100.0%" in buf.getvalue()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_atomic_outputs_are_as_readable_as_plainly_created_files(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    written = write_text_atomic(tmp_path / "atomic.json", "{}")
+    assert stat.S_IMODE(written.stat().st_mode) == expected  # not mkstemp's private 0o600
+    folder = tmp_path / "plain_dir"
+    folder.mkdir()
+    package = make_tiny_package(tmp_path / "pkg")
+    assert stat.S_IMODE(package.stat().st_mode) == stat.S_IMODE(folder.stat().st_mode)
+    assert all(stat.S_IMODE(p.stat().st_mode) == expected for p in package.iterdir())

@@ -138,6 +138,8 @@ def test_saved_case_reads_back_by_name(case, tmp_path):
     assert paths["folder"] == tmp_path / "case-001"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case-001"]  # no temporary folder left
     assert sorted(p.name for p in paths["folder"].iterdir()) == sorted(cases.CASE_FILES)
+    (tmp_path / "plain").mkdir()  # the case folder is as readable as a plainly made one (mkdtemp: 0o700)
+    assert paths["folder"].stat().st_mode == (tmp_path / "plain").stat().st_mode
 
     # 1. slicer-core's storage node, in a fresh scene.
     scene2 = slicer.vtkMRMLScene()

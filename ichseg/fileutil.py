@@ -16,6 +16,24 @@ from .errors import OutputError
 _MULTI_SUFFIXES = (".nii.gz", ".seg.nrrd", ".tar.gz")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import: setting the umask to read it is process-wide, so it is not done per file.
+_UMASK = _read_umask()
+
+
+def make_readable(path: str | os.PathLike) -> None:
+    """Give a finished temporary file or folder the permissions a plainly created one gets (``0o666``
+    or ``0o777`` less the umask): :func:`tempfile.mkstemp` and ``mkdtemp`` make them private
+    (``0o600``/``0o700``), which would hide every output from a user's colleagues."""
+    with contextlib.suppress(OSError):  # e.g. file systems without POSIX permissions
+        os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_UMASK)
+
+
 def full_suffix(path: str | os.PathLike) -> str:
     """Suffix including compound ones such as ``.nii.gz`` and ``.seg.nrrd``."""
     name = Path(path).name.lower()
@@ -53,6 +71,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[P
         yield tmp
         if not overwrite and target.exists():
             raise OutputError(f"refusing to overwrite existing file: {target}")
+        make_readable(tmp)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -41,6 +41,7 @@ from vtkmodules.util import numpy_support
 
 from ichseg import __version__ as ichseg_version
 from ichseg import labels, volumes
+from ichseg.fileutil import make_readable
 
 __all__ = [
     "CASES_FOLDER_SETTING",
@@ -273,6 +274,7 @@ def save_training_case(
         (tmp / SIDECAR_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if final.exists():
             raise CaseExistsError(f"training case '{case_name}' already exists in {out}; choose another name")
+        make_readable(tmp)  # mkdtemp made it private
         try:
             os.rename(tmp, final)  # fails if a non-empty folder appeared meanwhile
         except OSError as exc:

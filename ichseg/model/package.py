@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, OutputError
-from ..fileutil import write_json_atomic
+from ..fileutil import make_readable, write_json_atomic
 from .card import ModelCard, WeightsFile
 from .network import build_network
 
@@ -137,6 +137,8 @@ def save_package(
         card.weights = entries
         card.validate(str(target / MODEL_JSON))
         write_json_atomic(tmp / MODEL_JSON, card.to_dict())
+        for path in (tmp, *tmp.iterdir()):
+            make_readable(path)
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -236,6 +238,7 @@ def zip_package(package_dir: str | os.PathLike, zip_path: str | os.PathLike, *, 
             z.write(src / MODEL_JSON, MODEL_JSON)
             for w in pkg.card.weights:
                 z.write(src / w.file, w.file)
+        make_readable(tmp_name)
         os.replace(tmp_name, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
