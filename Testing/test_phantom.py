@@ -331,3 +331,15 @@ def test_write_case_roundtrip(tmp_path, small_cases: dict[str, PhantomCase]) -> 
     assert img.GetPixelID() == sitk.sitkInt16 and lab.GetPixelID() == sitk.sitkUInt8
     assert json.loads(paths["params"].read_text()) == case.params
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_the_bundled_sample_is_what_the_generator_makes() -> None:
+    """Resources/Samples/ICH-sample is a phantom case; when the generator changes, regenerate it
+    (``ichseg phantom`` with the seed, kind and thickness of ``samples.json``) and update its SHA-256."""
+    from ichseg.resources import sample_path
+
+    sample = sample_path()
+    recipe = json.loads(sample.with_name("samples.json").read_text())["ICH-sample"]["generator"]
+    case = generate_case(recipe["seed"], recipe["kind"], recipe["slice_thickness"])
+    assert np.array_equal(arr(case.image), arr(sitk.ReadImage(str(sample))))
+    assert np.array_equal(arr(case.label), arr(sitk.ReadImage(str(sample.with_name("ICH-sample_label.nii.gz")))))
