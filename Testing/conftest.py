@@ -105,6 +105,14 @@ def simple_head(
     return img
 
 
+def write_label_file(folder: Path, name: str, array: np.ndarray) -> None:
+    """``folder/<name>.nii.gz``: a uint8 label map on a 1 mm grid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.GetImageFromArray(array.astype(np.uint8))
+    image.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
+
+
 def make_tiny_package(out: Path, spacing=(2.0, 2.0, 4.0), seed: int = 0) -> Path:
     """A model package with a tiny random-weight network (for pipeline tests)."""
     card = ModelCard(

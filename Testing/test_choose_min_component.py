@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
-from conftest import load_benchmark
+from conftest import load_benchmark, write_label_file
 
 
 def _script():
     return load_benchmark("choose_min_component")
-
-
-def _write(folder: Path, name: str, array: np.ndarray) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(array.astype(np.uint8))
-    image.SetSpacing((1.0, 1.0, 1.0))
-    sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
 
 
 def test_the_largest_limit_that_loses_no_found_lesion_is_chosen(tmp_path):
@@ -28,16 +19,16 @@ def test_the_largest_limit_that_loses_no_found_lesion_is_chosen(tmp_path):
     big[2:10, 5:15, 5:15] = 1  # 800 mm3, found
     with_speck = big.copy()
     with_speck[15:18, 30:34, 30:35] = 1  # 60 mm3 false positive
-    _write(pred, "a_labels", with_speck)
-    _write(ref, "a", big)
+    write_label_file(pred, "a_labels", with_speck)
+    write_label_file(ref, "a", big)
     speck_only = np.zeros_like(big)
     speck_only[15:18, 30:34, 30:35] = 1  # a case without ICH: the speck is its only finding
-    _write(pred, "b_labels", speck_only)
-    _write(ref, "b", np.zeros_like(big))
+    write_label_file(pred, "b_labels", speck_only)
+    write_label_file(ref, "b", np.zeros_like(big))
     small = np.zeros_like(big)
     small[4:9, 10:16, 10:15] = 1  # 150 mm3 true bleed, found: a 0.2 mL limit would delete it
-    _write(pred, "c_labels", small)
-    _write(ref, "c", small)
+    write_label_file(pred, "c_labels", small)
+    write_label_file(ref, "c", small)
 
     out = tmp_path / "choice.json"
     module = _script()
@@ -59,8 +50,8 @@ def test_the_choice_records_the_model_that_made_the_predictions(tmp_path):
     lesion = np.zeros((10, 20, 20), np.uint8)
     lesion[2:8, 4:14, 4:14] = 1
     for case in ("a", "b"):
-        _write(pred, f"{case}_labels", lesion)
-        _write(ref, case, lesion)
+        write_label_file(pred, f"{case}_labels", lesion)
+        write_label_file(ref, case, lesion)
         record = {"case": case, "model": {"ref": "ichseg-x@1.2.0", "id": "ichseg-x", "version": "1.2.0"}}
         (pred / f"{case}_volumes.json").write_text(json.dumps({**record, "quality": "accurate"}))
     module = _script()

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
-from conftest import load_benchmark
+from conftest import load_benchmark, write_label_file
 
 from ichseg.evaluate import evaluate_folders
 from ichseg.model import load_package
@@ -17,13 +16,6 @@ from ichseg.model import load_package
 
 def _script():
     return load_benchmark("ship_model")
-
-
-def _write(folder: Path, name: str, array: np.ndarray) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(array.astype(np.uint8))
-    image.SetSpacing((1.0, 1.0, 1.0))
-    sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +28,8 @@ def evaluation(tmp_path_factory) -> Path:
     pred = ref.copy()
     pred[2:8, 4:6, 4:14] = 0
     for case in ("a", "b"):
-        _write(root / "pred", f"{case}_labels", pred)
-        _write(root / "ref", case, ref)
+        write_label_file(root / "pred", f"{case}_labels", pred)
+        write_label_file(root / "ref", case, ref)
     evaluate_folders(root / "pred", root / "ref", root / "out", plots=False)
     return root / "out"
 
