@@ -118,3 +118,27 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path, tiny_packag
         script.main([str(tiny_package), str(evaluation), "--dest", str(models), "--recommend-quality", "accurate"])
     assert "needs --accurate-eval" in capsys.readouterr().err
     assert not models.exists()
+
+
+def test_a_confidence_rule_is_taken_only_for_the_weights_it_was_chosen_for(tiny_package):
+    card = load_package(tiny_package).card
+    chosen = {
+        "model": "tiny-test@0.0.1",
+        "weights_sha256": [w.sha256 for w in card.weights],
+        "quality": "accurate",
+        "cases": ["a", "b"],
+        "criterion": "mean Dice over all validation cases",
+        "min_component_confidence": {"ICH": 0.85},
+        "sweep": {"ICH": []},
+    }
+    settings = _script().confidence_settings(card, chosen, Path("pp.json"))
+    assert settings["min_component_confidence"] == {"ICH": 0.85}
+    assert settings["min_component_confidence_chosen_on"] == {
+        "model": "tiny-test@0.0.1",
+        "quality": "accurate",
+        "criterion": "mean Dice over all validation cases",
+        "sweep": {"ICH": []},
+        "cases": 2,
+    }
+    with pytest.raises(ValueError, match="pp.json was chosen for other weights"):
+        _script().confidence_settings(card, {**chosen, "weights_sha256": ["0" * 64]}, Path("pp.json"))

@@ -66,6 +66,19 @@ def summarize(metrics: dict) -> dict:
     return out
 
 
+def confidence_settings(card, chosen: dict, source: Path) -> dict:
+    """``inference`` entries for the card from a ``choose_postprocessing.py`` result; ValueError when it
+    was chosen for other weights."""
+    if chosen["weights_sha256"] != [w.sha256 for w in card.weights]:
+        raise ValueError(f"{source} was chosen for other weights ({chosen['model']})")
+    # a fine-tuned child inherits the rule: ``model`` says whose weights chose it
+    record = {k: chosen[k] for k in ("model", "quality", "criterion", "sweep")}
+    return {
+        "min_component_confidence": chosen["min_component_confidence"],
+        "min_component_confidence_chosen_on": {**record, "cases": len(chosen["cases"])},
+    }
+
+
 def min_component_settings(card, choice: dict) -> dict:
     """``inference`` entries for the card from a ``choose_min_component.py`` result; ValueError when it
     was made on another model's predictions or would lower a limit its predictions were made with."""
@@ -105,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.accurate_eval is not None:
         runs.append(("test_accurate", args.accurate_eval, args.accurate_description, Path("evaluation", "accurate")))
     try:
-        chosen = read_json(args.postprocessing) if args.postprocessing is not None else None
-        if chosen is not None and chosen["weights_sha256"] != [w.sha256 for w in card.weights]:
-            raise ValueError(f"{args.postprocessing} was chosen for other weights ({chosen['model']})")
+        rules = {}
+        if args.postprocessing is not None:
+            rules = confidence_settings(card, read_json(args.postprocessing), args.postprocessing)
         limits = min_component_settings(card, read_json(args.min_component)) if args.min_component else {}
         summaries = {key: summarize(read_json(eval_dir / "metrics.json")) for key, eval_dir, *_ in runs}
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -128,15 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.copy2(eval_dir / name, work / evaluation / name)
         inference = data.setdefault("inference", {})
         inference["quality"] = args.recommend_quality
-        if chosen is not None:
-            inference["min_component_confidence"] = chosen["min_component_confidence"]
-            inference["min_component_confidence_chosen_on"] = {
-                "model": chosen["model"],  # a fine-tuned child inherits the rule: this says whose weights chose it
-                "cases": len(chosen["cases"]),
-                "quality": chosen["quality"],
-                "criterion": chosen["criterion"],
-                "sweep": chosen["sweep"],
-            }
+        inference.update(rules)
         inference.update(limits)
         write_json_atomic(work / "model.json", data)
         load_package(work)  # the shipped copy still loads and verifies
