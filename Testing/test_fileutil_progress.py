@@ -9,7 +9,15 @@ import pytest
 from conftest import make_tiny_package
 
 from ichseg.errors import OutputError
-from ichseg.fileutil import atomic_output, full_suffix, sha256_file, stem, write_json_atomic, write_text_atomic
+from ichseg.fileutil import (
+    atomic_output,
+    full_suffix,
+    replace_folder,
+    sha256_file,
+    stem,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ichseg.progress import Progress, parse_progress_line
 
 
@@ -37,6 +45,27 @@ def test_atomic_output_refuses_overwrite(tmp_path):
     assert json.loads(target.read_text()) == {"a": 1}
     assert len(list(tmp_path.iterdir())) == 1
     assert len(sha256_file(target)) == 64
+
+
+def test_replace_folder_swaps_a_complete_folder_in(tmp_path):
+    target, new = tmp_path / "pkg", tmp_path / ".pkg.tmp"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+    assert replace_folder(new, target) == target
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # neither the source nor the old copy is left
+
+
+def test_replace_folder_puts_the_old_folder_back_when_the_rename_fails(tmp_path):
+    target = tmp_path / "pkg"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(OSError):
+        replace_folder(tmp_path / "missing", target)
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]
 
 
 def test_progress_json_lines_parse():

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ichseg.errors import InputError  # noqa: E402
-from ichseg.fileutil import write_json_atomic  # noqa: E402
+from ichseg.fileutil import replace_folder, write_json_atomic  # noqa: E402
 from ichseg.model import load_package  # noqa: E402
 
 
@@ -145,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         inference.update(limits)
         write_json_atomic(work / "model.json", data)
         load_package(work)  # the shipped copy still loads and verifies
-        if dest.exists():
-            shutil.rmtree(dest)
-        work.rename(dest)
+        replace_folder(work, dest)  # an existing copy is swapped out only once the new one is complete
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_json_atomic(

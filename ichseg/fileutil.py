@@ -1,4 +1,4 @@
-"""Atomic file output: write to a temporary file beside the target, then rename."""
+"""Atomic output: write a file or folder under a temporary name beside the target, then rename."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,30 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def replace_folder(src: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rename the finished folder ``src`` onto ``target``, replacing a folder already there.
+
+    The old folder is first moved aside (a hidden sibling), so ``target`` is at every moment either
+    the complete old folder or the complete new one; if the final rename fails, the old one is put
+    back.  ``src`` must be on the same file system as ``target`` (build it as a sibling).
+    """
+    src, target = Path(src), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    try:
+        os.replace(src, target)
+    except OSError:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, OutputError
-from ..fileutil import make_readable, write_json_atomic
+from ..fileutil import make_readable, replace_folder, write_json_atomic
 from .card import ModelCard, WeightsFile
 from .network import build_network
 
@@ -139,13 +139,7 @@ def save_package(
         write_json_atomic(tmp / MODEL_JSON, card.to_dict())
         for path in (tmp, *tmp.iterdir()):
             make_readable(path)
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, target)
     except OSError as exc:
         raise OutputError(f"cannot write model package {target}: {exc.strerror or exc}") from exc
     finally:
