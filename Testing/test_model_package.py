@@ -266,6 +266,32 @@ def test_average_inference_settings_and_the_evidence_behind_them(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_derive_keeps_the_weights_and_changes_only_the_inference_settings(tmp_path):
+    from ichseg.model.derive import derive_package
+
+    card = _card(version="1.6.0")
+    card.inference.update(min_component_ml={"ICH": 0.25}, min_component_ml_chosen_on={"cases": 30})
+    card.metrics = {"test": {"n_cases": 50}}
+    source = load_package(save_package(tmp_path / "src", card, _states(2)))  # a 2-fold ensemble
+    rule = {"min_component_confidence": {"ICH": 0.8}, "min_component_ml": {"ICH": 0.3}}
+    derived = load_package(derive_package(tmp_path / "src", tmp_path / "new", "1.6.1", rule))
+    assert [w.sha256 for w in derived.card.weights] == [w.sha256 for w in source.card.weights]
+    assert [w.fold for w in derived.card.weights] == [0, 1]
+    assert (derived.card.version, derived.card.parent.version) == ("1.6.1", "1.6.0")
+    assert derived.card.metrics == {}  # measured with the old settings
+    assert derived.card.inference["min_component_confidence"] == {"ICH": 0.8}
+    assert "min_component_ml_chosen_on" not in derived.card.inference  # that evidence was for 0.25 mL
+    assert derived.card.training["derived"]["inference_changed"] == ["min_component_confidence", "min_component_ml"]
+    assert derived.card.training["steps"] == 5
+    with pytest.raises(InputError, match="unchanged"):
+        derive_package(tmp_path / "src", tmp_path / "same", "1.6.2", {"min_component_ml": {"ICH": 0.25}})
+    with pytest.raises(InputError, match="patch size"):
+        derive_package(tmp_path / "src", tmp_path / "patch", "1.6.2", {"patch_size_zyx": [8, 8, 8]})
+    with pytest.raises(InputError, match="semantic version"):
+        derive_package(tmp_path / "src", tmp_path / "bad", "next", rule)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "src"]
+
+
 def test_inherited_inference_names_whose_validation_chose_a_setting():
     from ichseg.model.card import inherited_inference
 

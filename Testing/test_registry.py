@@ -96,6 +96,19 @@ def test_models_average_command(env, tmp_path, capsys):
     assert main(["models", "show", "tiny-test@0.0.1", "tiny-test@0.1.0"]) != 0
 
 
+def test_models_derive_writes_a_new_version_with_the_given_settings(env, tmp_path, capsys):
+    settings = '{"min_component_confidence": {"ICH": 0.8}}'
+    base = ["models", "derive", "tiny-test@0.0.1", "--version", "0.0.2", "-o"]
+    assert main([*base, str(tmp_path / "rule"), "--inference", settings]) == 0
+    card = json.loads((tmp_path / "rule" / "model.json").read_text())
+    assert card["version"] == "0.0.2" and card["parent"]["version"] == "0.0.1"
+    assert card["inference"]["min_component_confidence"] == {"ICH": 0.8}
+    capsys.readouterr()
+    assert main([*base, str(tmp_path / "bad")]) != 0  # no --inference
+    assert "needs one model" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_models_average_sets_the_inference_settings_of_the_new_card(env, tmp_path, capsys):
     _, user = env
     _user_version(user, "0.1.0")
@@ -109,7 +122,7 @@ def test_models_average_sets_the_inference_settings_of_the_new_card(env, tmp_pat
     assert main([*base, str(tmp_path / "bad"), "--inference", '{"min_component_ml": {"PHE": 0.001}}']) != 0
     assert "min_component_ml[PHE] must be between" in capsys.readouterr().err
     assert main([*base, str(tmp_path / "bad"), "--inference", '{"patch_size_zyx": [8, 8, 8]}']) != 0
-    assert "patch size of an average" in capsys.readouterr().err
+    assert "patch size is the one the weights were trained with" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
     with pytest.raises(SystemExit):
         main([*base, str(tmp_path / "bad"), "--inference", "[2]"])

@@ -1,5 +1,5 @@
 """``ichseg models``: list installed models, show a model card, choose or roll back the current one,
-average the weights of related models into a new package."""
+average the weights of related models into a new package, derive a version with other inference settings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from .train import number_list
 
 NAME = "models"
 HELP = (
-    "list models and their versions; show, use or roll back a version; average models' weights; "
-    "history of `ichseg improve` runs"
+    "list models and their versions; show, use or roll back a version; average models' weights; derive a "
+    "version with other inference settings; history of `ichseg improve` runs"
 )
 
 
@@ -29,14 +29,19 @@ def json_object(text: str) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "action", nargs="?", default="list", choices=("list", "show", "use", "rollback", "history", "average")
+        "action",
+        nargs="?",
+        default="list",
+        choices=("list", "show", "use", "rollback", "history", "average", "derive"),
     )
     p.add_argument(
-        "model", nargs="*", help="path, id@version, version or id (show/use/rollback: one; average: two or more)"
+        "model",
+        nargs="*",
+        help="path, id@version, version or id (show/use/rollback/derive: one; average: two or more)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-o", "--out", help="average: the new package folder")
-    p.add_argument("--version", dest="new_version", help="average: the new package's version, e.g. 1.4.1")
+    p.add_argument("-o", "--out", help="average/derive: the new package folder")
+    p.add_argument("--version", dest="new_version", help="average/derive: the new package's version, e.g. 1.4.1")
     p.add_argument(
         "--weights",
         type=number_list(float, name="--weights"),
@@ -46,8 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--inference",
         type=json_object,
         metavar="JSON",
-        help="average: inference settings for the new card, replacing the last model's, e.g. "
-        '\'{"class_mirror_axes": {"IVH": [2]}, "min_component_ml": {"ICH": 0.25}}\' (null removes a setting)',
+        help="average/derive: inference settings for the new card, replacing the (last) model's, e.g. "
+        '\'{"class_mirror_axes": {"IVH": [2]}, "min_component_ml": {"ICH": 0.25}}\' (null removes a setting); '
+        "derive: the same weights as a new version with these settings (e.g. a post-processing rule)",
     )
 
 
@@ -104,6 +110,19 @@ def _average(args: argparse.Namespace) -> int:
     return 0
 
 
+def _derive(args: argparse.Namespace) -> int:
+    """Write one model's weights with other inference settings as a new version."""
+    from ..errors import InputError
+    from ..model.derive import derive_package
+    from ..model.registry import resolve_model
+
+    if len(args.model) != 1 or not args.out or not args.new_version or args.inference is None:
+        raise InputError("`ichseg models derive` needs one model, --out FOLDER, --version X.Y.Z and --inference JSON")
+    out = derive_package(resolve_model(args.model[0]).path, args.out, args.new_version, args.inference)
+    sys.stdout.write(f"wrote {out}\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..model.registry import current_model, list_models, resolve_model, set_current
@@ -130,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "average":
         return _average(args)
+    if args.action == "derive":
+        return _derive(args)
     if len(args.model) != 1:
         raise InputError(f"`ichseg models {args.action}` needs one model (path, id@version or version)")
     if args.action == "show":

@@ -11,9 +11,10 @@ the same tensor names and shapes can be averaged.  The new card is the last pack
 the new version (checked when the card is validated), ``parent`` = the first package, the members
 and their weights recorded in ``training.weight_average``, and no metrics (they belong to the
 members, not to the average).  ``inference`` changes the card's inference settings (e.g. per-class
-mirroring and component limits chosen for the average): each key replaces the last package's, a
-null removes it, and a changed setting drops the inherited record of how it was chosen
-(``<key>_chosen_on``) unless one is given; the result is checked with the card.
+mirroring and component limits chosen for the average) by :func:`.derive.apply_inference`: each
+key replaces the last package's, a null removes it, and a changed setting drops the inherited
+record of how it was chosen (``<key>_chosen_on``) unless one is given; the result is checked with
+the card.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 
 from ..errors import InputError
 from .card import ParentRef, inherited_inference, utc_now
+from .derive import apply_inference
 from .package import ModelPackage, load_package, save_package
 
 __all__ = ["average_packages", "average_states"]
@@ -102,14 +104,5 @@ def average_packages(
     ]
     members = " + ".join(f"{w:g}×{p.card.version}" for p, w in zip(packages, weights, strict=True))
     card.description = f"Weight average {members}. " + (packages[-1].card.description or "")
-    for key, value in (inference or {}).items():
-        if key == "patch_size_zyx":
-            raise InputError("the patch size of an average is its members'; it cannot be changed")
-        changed = value != card.inference.get(key)
-        if value is None:
-            card.inference.pop(key, None)
-        else:
-            card.inference[key] = copy.deepcopy(value)
-        if changed and not key.endswith("_chosen_on") and f"{key}_chosen_on" not in inference:
-            card.inference.pop(f"{key}_chosen_on", None)  # the inherited evidence was for another setting
+    apply_inference(card, inference or {})
     return save_package(out_dir, card, [(None, state)], overwrite=overwrite)
