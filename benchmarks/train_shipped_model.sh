@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Recipe of the shipped ICH/PHE/IVH model: synthetic training data -> train -> four fine-tuning stages -> weight average ->
-# a fine-tune on the corrected generator's cases -> segment + evaluate held-out cases.
+# a fine-tune on the corrected generator's cases -> a confidence rule chosen on validation cases -> segment + evaluate
+# held-out cases.
 #
 #   benchmarks/train_shipped_model.sh            # defaults below; re-running continues where it stopped
 #   DEVICE=cuda STEPS=20000 benchmarks/train_shipped_model.sh
 #   EXTRA= benchmarks/train_shipped_model.sh     # float32 instead of the default bf16 autocast
 #
 # Seeds: training cases use seeds TRAIN_SEED0 .. TRAIN_SEED0+N_TRAIN-1 (default 100000..100239), the test cases
-# TEST_SEED0 .. TEST_SEED0+N_TEST-1 (default 1..50); the script refuses overlapping ranges.  Phantom case names
-# are synth_<seed>, so training and test files can never collide.
+# TEST_SEED0 .. TEST_SEED0+N_TEST-1 (default 1..50), the validation cases VAL_SEED0 .. (default 300001..300030); the
+# script refuses overlapping ranges.  Phantom case names are synth_<seed>, so the files can never collide.
 #
 # Stages (2-core CPU, bf16 autocast, ~0.65 s per step of batch 2 when the machine is otherwise idle):
 #   1. train     1.0.0  STEPS (2500) steps, AdamW lr 1e-3 poly, Dice + softmax focal, class ratios 1,1.5,1.5,1
@@ -29,6 +30,9 @@
 #                       and dropping ICH findings under 0.25 mL (inference.min_component_ml)
 #   7. finetune  1.6.0  FT5_STEPS (1000) steps of 1.4.2 on N_RIM (160) cases of the corrected generator (oedema rims),
 #                       as stage 5 (lr 3e-4, EMA, 4 validation cases in accurate quality, float32; 2.2 s per step)
+#   8. derive    1.6.1  1.6.0's weights with inference.min_component_confidence chosen on N_VAL (30) validation
+#                       phantoms by benchmarks/choose_postprocessing.py (ICH 0.8: an ICH finding whose peak
+#                       probability stays under 0.8 is dropped), written by `ichseg models derive`
 # Stages 1-6 were trained on the generator before its oedema correction; re-run today, they see the corrected
 # phantoms, so their weights will differ from the shipped ones (the recipe, not the bits, is reproduced).
 # The shipped weights went through one more, unplanned stage between 1 and 2: 400 steps of a fine-tune at
@@ -59,12 +63,21 @@ FT3_STEPS=${FT3_STEPS:-5000}
 FT4_STEPS=${FT4_STEPS:-2400}
 FT5_STEPS=${FT5_STEPS:-1000}
 N_RIM=${N_RIM:-160}
+N_VAL=${N_VAL:-30}
+VAL_SEED0=${VAL_SEED0:-300001}
 EXTRA=${EXTRA:---bf16}
 
 if (( TRAIN_SEED0 < TEST_SEED0 + N_TEST && TEST_SEED0 < TRAIN_SEED0 + 2 * N_TRAIN )); then
   echo "training seeds [$TRAIN_SEED0, $((TRAIN_SEED0 + 2 * N_TRAIN))) overlap test seeds [$TEST_SEED0, $((TEST_SEED0 + N_TEST)))" >&2
   exit 2
 fi
+for range in "$TRAIN_SEED0 $((TRAIN_SEED0 + 2 * N_TRAIN))" "$TEST_SEED0 $((TEST_SEED0 + N_TEST))"; do
+  read -r lo hi <<< "$range"
+  if (( VAL_SEED0 < hi && lo < VAL_SEED0 + N_VAL )); then
+    echo "validation seeds [$VAL_SEED0, $((VAL_SEED0 + N_VAL))) overlap [$lo, $hi)" >&2
+    exit 2
+  fi
+done
 
 DATA="$OUT/Dataset501_ICHPhantom"
 MODEL="$OUT/model"
@@ -129,7 +142,19 @@ DATA="$DATA3" EXTRA= finetune "$MODEL" "$OUT/model_ft5" "$FT5_STEPS" --lr 3e-4 -
   --cache-workers "$WORKERS" --version 1.6.0 | tee "$OUT/logs/finetune5.jsonl"
 MODEL="$OUT/model_ft5"
 
-# 6. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
+# 6. the confidence rule (inference.min_component_confidence) chosen on validation phantoms (their own seeds), and the
+#    version of the same weights that carries it
+"$PY" -m ichseg phantom --seed "$VAL_SEED0" --count "$N_VAL" --out "$OUT/val" > "$OUT/logs/val_cases.jsonl"
+"$PY" benchmarks/choose_postprocessing.py "$MODEL" "$OUT/val" "$OUT/val" -o "$OUT/postprocessing" --quality accurate \
+  | tee "$OUT/logs/postprocessing.txt"
+RULE=$("$PY" -c 'import json, sys; print(json.dumps({"min_component_confidence": json.load(open(sys.argv[1]))["min_component_confidence"]}))' \
+  "$OUT/postprocessing/postprocessing.json")
+if [[ "$RULE" != '{"min_component_confidence": {}}' && ! -f "$OUT/model_rule/model.json" ]]; then
+  "$PY" -m ichseg models derive "$MODEL" -o "$OUT/model_rule" --version 1.6.1 --inference "$RULE"
+fi
+if [[ -f "$OUT/model_rule/model.json" ]]; then MODEL="$OUT/model_rule"; fi
+
+# 7. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
 "$PY" -m ichseg phantom --seed "$TEST_SEED0" --count "$N_TEST" --out "$OUT/test" > "$OUT/logs/test_cases.jsonl"
 for quality in fast accurate; do  # eval_fast -> metrics.test, eval_accurate -> metrics.test_accurate (ship_model.py)
   "$PY" -m ichseg segment "$OUT/test" -o "$OUT/pred_$quality" --model "$MODEL" --device "$DEVICE" --quality "$quality" \
@@ -139,4 +164,5 @@ for quality in fast accurate; do  # eval_fast -> metrics.test, eval_accurate -> 
 done
 
 echo "model package: $MODEL   plan: $WORK/plan.json   metrics: $OUT/eval_{fast,accurate}/metrics.json"
-echo "ship: $PY benchmarks/ship_model.py $MODEL $OUT/eval_fast --accurate-eval $OUT/eval_accurate --recommend-quality accurate"
+echo "ship: $PY benchmarks/ship_model.py $MODEL $OUT/eval_fast --accurate-eval $OUT/eval_accurate --recommend-quality accurate" \
+  "--postprocessing $OUT/postprocessing/postprocessing.json"
