@@ -67,17 +67,15 @@ N_VAL=${N_VAL:-30}
 VAL_SEED0=${VAL_SEED0:-300001}
 EXTRA=${EXTRA:---bf16}
 
-if (( TRAIN_SEED0 < TEST_SEED0 + N_TEST && TEST_SEED0 < TRAIN_SEED0 + 2 * N_TRAIN )); then
-  echo "training seeds [$TRAIN_SEED0, $((TRAIN_SEED0 + 2 * N_TRAIN))) overlap test seeds [$TEST_SEED0, $((TEST_SEED0 + N_TEST)))" >&2
-  exit 2
-fi
-for range in "$TRAIN_SEED0 $((TRAIN_SEED0 + 2 * N_TRAIN))" "$TEST_SEED0 $((TEST_SEED0 + N_TEST))"; do
-  read -r lo hi <<< "$range"
-  if (( VAL_SEED0 < hi && lo < VAL_SEED0 + N_VAL )); then
-    echo "validation seeds [$VAL_SEED0, $((VAL_SEED0 + N_VAL))) overlap [$lo, $hi)" >&2
+refuse_overlap() {  # refuse_overlap NAME_A START_A STOP_A NAME_B START_B STOP_B (half-open seed ranges)
+  if (( $2 < $6 && $5 < $3 )); then
+    echo "$1 seeds [$2, $3) overlap $4 seeds [$5, $6)" >&2
     exit 2
   fi
-done
+}
+refuse_overlap training "$TRAIN_SEED0" $((TRAIN_SEED0 + 2 * N_TRAIN)) test "$TEST_SEED0" $((TEST_SEED0 + N_TEST))
+refuse_overlap validation "$VAL_SEED0" $((VAL_SEED0 + N_VAL)) training "$TRAIN_SEED0" $((TRAIN_SEED0 + 2 * N_TRAIN))
+refuse_overlap validation "$VAL_SEED0" $((VAL_SEED0 + N_VAL)) test "$TEST_SEED0" $((TEST_SEED0 + N_TEST))
 
 DATA="$OUT/Dataset501_ICHPhantom"
 MODEL="$OUT/model"
