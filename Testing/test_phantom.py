@@ -19,7 +19,7 @@ from ichseg.phantom import (
     generate_case,
     write_case,
 )
-from ichseg.phantom.generator import drawn_kind_and_thickness
+from ichseg.phantom.generator import drawn_ich_pattern, drawn_kind_and_thickness
 
 CLASS_NAMES = {1: "ICH", 2: "PHE", 3: "IVH"}
 
@@ -302,6 +302,18 @@ def test_drawn_kind_and_thin_slices() -> None:
     assert case.params["kind"] == kind
     nz = case.image.GetSize()[2]
     assert case.image.GetSpacing()[2] == 1.0 and 120 <= nz <= 230
+
+
+def test_drawn_ich_pattern_is_the_generated_one() -> None:
+    """The cheap pattern draw (used to pick hard training seeds) agrees with the case the seed makes."""
+    for seed, kind in ((3, None), (29, None), (36, "ich_phe"), (8, "ivh")):
+        case = generate_case(seed, kind, 5.0, matrix=48)
+        ich = case.params["lesions"].get("ich")
+        assert drawn_ich_pattern(seed, kind) == (ich["pattern"] if ich else None)
+    assert drawn_ich_pattern(29) == "fluid_level" and drawn_ich_pattern(36) == "hyperacute"
+    assert drawn_ich_pattern(8, "ivh") is None
+    with pytest.raises(ValueError, match="kind"):
+        drawn_ich_pattern(1, "sah")
 
 
 def test_invalid_arguments() -> None:

@@ -219,3 +219,25 @@ def test_synthetic_phantom_dataset_passes_the_checks(tmp_path):
     stamp = (ds / "imagesTr" / f"{d.cases[0].name}_0000.nii.gz").stat().st_mtime_ns
     make_synthetic_dataset(ds, [11], matrix=128)
     assert (ds / "imagesTr" / f"{d.cases[0].name}_0000.nii.gz").stat().st_mtime_ns == stamp
+
+
+def test_select_seeds_by_ich_pattern(tmp_path, capsys):
+    from ichseg.phantom.generator import drawn_ich_pattern
+    from ichseg.train.synthetic import main, select_seeds
+
+    seeds = select_seeds(range(1, 200), ["fluid_level", "hyperacute"], count=5)
+    assert len(seeds) == 5 and seeds == sorted(seeds) and 29 in seeds
+    assert all(drawn_ich_pattern(s) in ("fluid_level", "hyperacute") for s in seeds)
+    skipped = [s for s in range(1, seeds[-1]) if s not in seeds]
+    assert skipped and all(drawn_ich_pattern(s) not in ("fluid_level", "hyperacute") for s in skipped)
+    with pytest.raises(ValueError, match="unknown ICH pattern"):
+        select_seeds(range(10), ["clotted"])
+    for argv, message in (
+        (["--seeds", "1:20", "--ich-patterns", "fluid_level", "--count", "9"], "only 0 of the seeds"),
+        (["--seeds", "1:20", "--ich-patterns", "swirl"], "unknown ICH pattern"),
+        (["--seeds", "1:20", "--count", "3"], "--count needs --ich-patterns"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main([str(tmp_path / "ds"), *argv])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()

@@ -259,6 +259,16 @@ def drawn_kind_and_thickness(seed: int) -> tuple[str, float]:
     return _draw_kind_and_thickness(np.random.default_rng(int(seed)).spawn(8)[0])
 
 
+def drawn_ich_pattern(seed: int, kind: str | None = None) -> str | None:
+    """The ICH HU pattern (``homogeneous``, ``heterogeneous``, ``fluid_level``, ``hyperacute``) that
+    ``generate_case(seed, kind)`` draws, or None for a case without ICH (cheap: no volumes are built)."""
+    _check_args(kind, None, 512)
+    r_case, _, r_anat, _, r_plan, *_ = np.random.default_rng(int(seed)).spawn(8)
+    kind = kind or _draw_kind_and_thickness(r_case)[0]
+    plan = plan_lesions(r_plan, kind, HeadModel(AnatomyParams.draw(r_anat)))
+    return plan.hu_pattern if plan.ich else None
+
+
 def rng_sigma(rng: np.random.Generator) -> float:
     """Noise SD of a 5 mm slice (HU)."""
     return float(rng.uniform(3.0, 4.5))

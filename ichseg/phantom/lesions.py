@@ -73,6 +73,9 @@ def choose_site(rng: np.random.Generator, volume_ml: float, near_ventricle: bool
     return names[int(rng.choice(len(names), p=w / w.sum()))]
 
 
+ICH_PATTERNS: tuple[str, ...] = ("homogeneous", "heterogeneous", "fluid_level", "hyperacute")
+
+
 @dataclass
 class LesionPlan:
     """What to draw, decided before the anatomy is rendered (mass effect and hydrocephalus need it)."""

@@ -7,6 +7,10 @@ so an interrupted run can be continued.  Command line::
 
     python -m ichseg.train.synthetic OUT_DIR --seeds 100000:100400 --workers 8
 
+``--ich-patterns fluid_level,hyperacute --count 96`` keeps only the seeds (in order) whose case draws
+one of those ICH HU patterns, up to ``--count`` of them: hard cases of the same generator, for a
+fine-tuning stage aimed at them (the pattern is drawn cheaply, before any volume is built).
+
 ``make_blob_dataset`` writes small, easily learnt head-like volumes (skull, brain, ventricles, a
 hematoma with an edema rim, sometimes ventricular blood) in the same layout, for smoke tests.
 """
@@ -29,7 +33,14 @@ import SimpleITK as sitk
 from .. import labels
 from ..fileutil import write_json_atomic
 
-__all__ = ["make_synthetic_dataset", "make_blob_dataset", "blob_case", "write_dataset_json", "parse_seeds"]
+__all__ = [
+    "make_synthetic_dataset",
+    "select_seeds",
+    "make_blob_dataset",
+    "blob_case",
+    "write_dataset_json",
+    "parse_seeds",
+]
 
 
 def write_dataset_json(out_dir: Path, n: int, name: str, description: str, extra: dict[str, Any] | None = None) -> Path:
@@ -92,6 +103,25 @@ def _phantom_case(args: tuple[int, str, str | None, float | None, int]) -> dict[
     }
     write_json_atomic(_record_path(out_dir, seed), json.loads(json.dumps(row, default=str)))
     return row
+
+
+def select_seeds(
+    seeds: Sequence[int], ich_patterns: Sequence[str], count: int | None = None, kind: str | None = None
+) -> list[int]:
+    """The seeds (in order) whose phantom draws one of ``ich_patterns``, at most ``count`` of them."""
+    from ..phantom.generator import drawn_ich_pattern
+    from ..phantom.lesions import ICH_PATTERNS
+
+    unknown = sorted(set(ich_patterns) - set(ICH_PATTERNS))
+    if unknown:
+        raise ValueError(f"unknown ICH pattern(s) {', '.join(unknown)}; expected some of {', '.join(ICH_PATTERNS)}")
+    chosen = []
+    for seed in seeds:
+        if count is not None and len(chosen) >= count:
+            break
+        if drawn_ich_pattern(seed, kind) in ich_patterns:
+            chosen.append(int(seed))
+    return chosen
 
 
 def make_synthetic_dataset(
@@ -225,14 +255,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--slice-thickness", type=float, help="slice thickness in mm (default: drawn from the seed)")
     p.add_argument("--matrix", type=int, default=512)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--ich-patterns", help="keep only seeds whose ICH has one of these HU patterns (comma list)")
+    p.add_argument("--count", type=int, help="with --ich-patterns: at most this many seeds")
     p.add_argument("--progress", choices=("json", "bar", "quiet"), default=None)
     args = p.parse_args(argv)
     from ..progress import Progress, default_mode
 
+    seeds = parse_seeds(args.seeds)
+    if args.ich_patterns:
+        try:
+            seeds = select_seeds(seeds, args.ich_patterns.split(","), args.count, args.kind)
+        except ValueError as e:
+            p.error(str(e))
+        if args.count is not None and len(seeds) < args.count:
+            p.error(f"only {len(seeds)} of the seeds {args.seeds} draw {args.ich_patterns}; give a wider range")
+    elif args.count is not None:
+        p.error("--count needs --ich-patterns")
     progress = Progress(args.progress or default_mode())
     make_synthetic_dataset(
         args.out,
-        parse_seeds(args.seeds),
+        seeds,
         kind=args.kind,
         slice_thickness=args.slice_thickness,
         matrix=args.matrix,
