@@ -236,6 +236,7 @@ def test_select_seeds_by_ich_pattern(tmp_path, capsys):
         (["--seeds", "1:20", "--ich-patterns", "fluid_level", "--count", "9"], "only 0 of the seeds"),
         (["--seeds", "1:20", "--ich-patterns", "swirl"], "unknown ICH pattern"),
         (["--seeds", "1:20", "--count", "3"], "--count needs --ich-patterns"),
+        (["--seeds", "1:20", "--ich-patterns", "hyperacute", "--count", "0"], "--count must be at least 1"),
     ):
         with pytest.raises(SystemExit) as e:
             main([str(tmp_path / "ds"), *argv])

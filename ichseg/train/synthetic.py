@@ -262,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..progress import Progress, default_mode
 
     seeds = parse_seeds(args.seeds)
+    if args.count is not None and args.count < 1:
+        p.error(f"--count must be at least 1, got {args.count}")
     if args.ich_patterns:
         try:
             seeds = select_seeds(seeds, args.ich_patterns.split(","), args.count, args.kind)
