@@ -242,3 +242,9 @@ def test_select_seeds_by_ich_pattern(tmp_path, capsys):
             main([str(tmp_path / "ds"), *argv])
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+    # the selection is recorded with the seeds it chose
+    argv = ["--seeds", "1:200", "--ich-patterns", "fluid_level", "--count", "1", "--matrix", "48"]
+    assert main([str(tmp_path / "ds"), *argv]) == 0
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert meta["seeds"] == select_seeds(range(1, 200), ["fluid_level"], count=1)
+    assert meta["selection"] == {"from_seeds": "1:200", "ich_patterns": ["fluid_level"], "count": 1}

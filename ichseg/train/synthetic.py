@@ -133,12 +133,14 @@ def make_synthetic_dataset(
     matrix: int = 512,
     workers: int = 1,
     name: str = "ICHPhantom",
+    selection: dict[str, Any] | None = None,
     progress: Any = None,
 ) -> Path:
     """Generate phantom cases for ``seeds`` into an nnU-Net raw dataset folder; returns the folder.
 
     Seeds already written (``phantom_params/seed_<seed>.json`` plus both images) are skipped, so an
-    interrupted run can simply be started again.
+    interrupted run can simply be started again.  ``selection`` (how the seeds were chosen, e.g. by
+    ICH pattern) is recorded in ``dataset.json``.
     """
     out = Path(out_dir)
     for sub in ("imagesTr", "labelsTr", "phantom_params"):
@@ -169,7 +171,7 @@ def make_synthetic_dataset(
         len(rows),
         name,
         "Synthetic non-contrast head CT from ichseg.phantom",
-        {"seeds": [r["seed"] for r in rows], "cases": rows},
+        {"seeds": [r["seed"] for r in rows], "cases": rows, **({"selection": selection} if selection else {})},
     )
     return out
 
@@ -273,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"only {len(seeds)} of the seeds {args.seeds} draw {args.ich_patterns}; give a wider range")
     elif args.count is not None:
         p.error("--count needs --ich-patterns")
+    selection = None
+    if args.ich_patterns:
+        selection = {"from_seeds": args.seeds, "ich_patterns": args.ich_patterns.split(","), "count": args.count}
     progress = Progress(args.progress or default_mode())
     make_synthetic_dataset(
         args.out,
@@ -281,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         slice_thickness=args.slice_thickness,
         matrix=args.matrix,
         workers=args.workers,
+        selection=selection,
         progress=progress,
     )
     progress.done(f"dataset written: {args.out}", path=str(args.out))
