@@ -175,7 +175,9 @@ def drop_unconfident_components(probs: np.ndarray, min_confidence: Mapping[int, 
     to 0, so the next most likely class takes the voxels.  That class's components are checked
     again (the rules are applied until none drops anything), so a hesitant ICH blob whose runner-up
     is IVH does not turn into an IVH blob nobody checked.  Components use 26-connectivity.  Returns
-    the number of working-grid voxels given up per class.
+    the number of working-grid voxels given up per class.  (Giving the voxels to background instead,
+    or to the runner-up only where it reaches 0.5, lowered IVH Dice slightly on 30 validation cases
+    with 1.6.1: some hesitant ICH is true ventricular blood.)
     """
     report = {f"unconfident_components_{value}": 0 for value in min_confidence}
     rules = {value: threshold for value, threshold in min_confidence.items() if threshold > 0}
