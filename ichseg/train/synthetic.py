@@ -266,18 +266,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     if args.count is not None and args.count < 1:
         p.error(f"--count must be at least 1, got {args.count}")
+    selection = None
     if args.ich_patterns:
+        patterns = args.ich_patterns.split(",")
         try:
-            seeds = select_seeds(seeds, args.ich_patterns.split(","), args.count, args.kind)
+            seeds = select_seeds(seeds, patterns, args.count, args.kind)
         except ValueError as e:
             p.error(str(e))
         if args.count is not None and len(seeds) < args.count:
             p.error(f"only {len(seeds)} of the seeds {args.seeds} draw {args.ich_patterns}; give a wider range")
+        selection = {"from_seeds": args.seeds, "ich_patterns": patterns, "count": args.count}
     elif args.count is not None:
         p.error("--count needs --ich-patterns")
-    selection = None
-    if args.ich_patterns:
-        selection = {"from_seeds": args.seeds, "ich_patterns": args.ich_patterns.split(","), "count": args.count}
     progress = Progress(args.progress or default_mode())
     make_synthetic_dataset(
         args.out,
