@@ -111,12 +111,13 @@ if [[ -f "$WORK/fold_all/checkpoint.pt" ]]; then RESUME=(--resume); fi
   --progress json "${RESUME[@]}" $EXTRA | tee "$OUT/logs/train.jsonl"
 
 # 3. three fine-tuning stages on the same data (each resumes from its own checkpoints when re-run)
-finetune() {  # finetune PARENT OUT STEPS ARGS...
+finetune() {  # finetune PARENT OUT STEPS ARGS...   (cases: $DATA, and $DATA_MORE when set)
   local parent=$1 out=$2 steps=$3; shift 3
-  local resume=()
+  local resume=() data=("$DATA")
+  if [[ -n "${DATA_MORE:-}" ]]; then data+=("$DATA_MORE"); fi
   if [[ -f "$out.work/fold_all/checkpoint.pt" ]]; then resume=(--resume); fi
   # shellcheck disable=SC2086
-  "$PY" -m ichseg finetune "$DATA" --model "$parent" -o "$out" --work-dir "$out.work" --steps "$steps" \
+  "$PY" -m ichseg finetune "${data[@]}" --model "$parent" -o "$out" --work-dir "$out.work" --steps "$steps" \
     --device "$DEVICE" --workers "$LOADER_WORKERS" --checkpoint-every 100 --progress json "${resume[@]}" $EXTRA "$@"
 }
 finetune "$MODEL" "$OUT/model_ft1" "$FT1_STEPS" --lr 4e-4 --class-ratios 3,1,1,1 --negative-hu any --seed 4 --val-cases 4 \
@@ -172,13 +173,9 @@ DATA5="$OUT/Dataset505_ICHPhantomHard"
   --workers "$WORKERS" --progress json > "$OUT/logs/synthetic_rim2.jsonl"
 "$PY" -m ichseg.train.synthetic "$DATA5" --seeds "$HARD_SEED0:$((HARD_SEED0 + 1000))" \
   --ich-patterns fluid_level,hyperacute --count "$N_HARD" --workers "$WORKERS" --progress json > "$OUT/logs/synthetic_hard.jsonl"
-RESUME=()
-if [[ -f "$OUT/model_ft9.work/fold_all/checkpoint.pt" ]]; then RESUME=(--resume); fi
-"$PY" -m ichseg finetune "$DATA4" "$DATA5" --model "$MODEL" -o "$OUT/model_ft9" --work-dir "$OUT/model_ft9.work" \
-  --steps "$FT6_STEPS" --lr 6e-4 --class-ratios 3,2,2,1 --negative-hu 40,150 --seed 12 --val-cases 6 --val-every 1250 \
-  --val-quality accurate --keep best --ema 0.999 --bf16 --device "$DEVICE" --cache-workers "$WORKERS" \
-  --workers "$LOADER_WORKERS" --checkpoint-every 100 --version 1.9.0 --progress json "${RESUME[@]}" \
-  | tee "$OUT/logs/finetune9.jsonl"
+DATA="$DATA4" DATA_MORE="$DATA5" finetune "$MODEL" "$OUT/model_ft9" "$FT6_STEPS" --lr 6e-4 --class-ratios 3,2,2,1 \
+  --negative-hu 40,150 --seed 12 --val-cases 6 --val-every 1250 --val-quality accurate --keep best --ema 0.999 \
+  --cache-workers "$WORKERS" --version 1.9.0 | tee "$OUT/logs/finetune9.jsonl"
 MODEL="$OUT/model_ft9"
 
 # 8. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
