@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recipe of the shipped ICH/PHE/IVH model: synthetic training data -> train -> four fine-tuning stages -> weight average ->
 # a fine-tune on the corrected generator's cases -> a confidence rule chosen on validation cases -> a longer fine-tune on
-# new and hard-pattern cases -> segment + evaluate held-out cases.
+# new and hard-pattern cases -> the confidence rule chosen again -> segment + evaluate held-out cases.
 #
 #   benchmarks/train_shipped_model.sh            # defaults below; re-running continues where it stopped
 #   DEVICE=cuda STEPS=20000 benchmarks/train_shipped_model.sh
@@ -38,6 +38,8 @@
 #                       misses most (fluid-level and hyperacute bleeds, seeds from HARD_SEED0); lr 6e-4, ICH and
 #                       PHE patches twice as often (3,2,2,1), EMA 0.999, 6 validation cases in accurate quality
 #                       (kept: step 3750); it inherits 1.6.1's confidence rule
+#  10. derive    1.9.1  1.9.0's weights with the confidence rule chosen again on its own validation outputs (ICH 0.9,
+#                       IVH 0.8)
 # Stages 1-6 were trained on the generator before its oedema correction; re-run today, they see the corrected
 # phantoms, so their weights will differ from the shipped ones (the recipe, not the bits, is reproduced).
 # The shipped weights went through one more, unplanned stage between 1 and 2: 400 steps of a fine-tune at
@@ -178,7 +180,18 @@ DATA="$DATA4" DATA_MORE="$DATA5" finetune "$MODEL" "$OUT/model_ft9" "$FT6_STEPS"
   --cache-workers "$WORKERS" --version 1.9.0 | tee "$OUT/logs/finetune9.jsonl"
 MODEL="$OUT/model_ft9"
 
-# 8. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
+# 8. the confidence rule chosen again, now on 1.9.0's outputs for the same validation phantoms, and 1.9.1: the same
+#    weights carrying it (1.9.0 only inherited 1.6.1's rule, which was chosen on 1.6.0's outputs)
+"$PY" benchmarks/choose_postprocessing.py "$MODEL" "$OUT/val" "$OUT/val" -o "$OUT/postprocessing_ft9" --quality accurate \
+  | tee "$OUT/logs/postprocessing_ft9.txt"
+RULE=$("$PY" -c 'import json, sys; print(json.dumps({"min_component_confidence": json.load(open(sys.argv[1]))["min_component_confidence"]}))' \
+  "$OUT/postprocessing_ft9/postprocessing.json")
+if [[ "$RULE" != '{"min_component_confidence": {}}' && ! -f "$OUT/model_ft9_rule/model.json" ]]; then
+  "$PY" -m ichseg models derive "$MODEL" -o "$OUT/model_ft9_rule" --version 1.9.1 --inference "$RULE"
+fi
+if [[ -f "$OUT/model_ft9_rule/model.json" ]]; then MODEL="$OUT/model_ft9_rule"; fi
+
+# 9. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
 "$PY" -m ichseg phantom --seed "$TEST_SEED0" --count "$N_TEST" --out "$OUT/test" > "$OUT/logs/test_cases.jsonl"
 for quality in fast accurate; do  # eval_fast -> metrics.test, eval_accurate -> metrics.test_accurate (ship_model.py)
   "$PY" -m ichseg segment "$OUT/test" -o "$OUT/pred_$quality" --model "$MODEL" --device "$DEVICE" --quality "$quality" \
@@ -189,4 +202,4 @@ done
 
 echo "model package: $MODEL   plan: $WORK/plan.json   metrics: $OUT/eval_{fast,accurate}/metrics.json"
 echo "ship: $PY benchmarks/ship_model.py $MODEL $OUT/eval_fast --accurate-eval $OUT/eval_accurate --recommend-quality accurate" \
-  "--postprocessing $OUT/postprocessing/postprocessing.json"
+  "--postprocessing $OUT/postprocessing_ft9/postprocessing.json"
