@@ -158,14 +158,18 @@ MODEL="$OUT/model_ft5"
 # 6. the confidence rule (inference.min_component_confidence) chosen on validation phantoms (their own seeds), and the
 #    version of the same weights that carries it
 "$PY" -m ichseg phantom --seed "$VAL_SEED0" --count "$N_VAL" --out "$OUT/val" > "$OUT/logs/val_cases.jsonl"
-"$PY" benchmarks/choose_postprocessing.py "$MODEL" "$OUT/val" "$OUT/val" -o "$OUT/postprocessing" --quality accurate \
-  | tee "$OUT/logs/postprocessing.txt"
-RULE=$("$PY" -c 'import json, sys; print(json.dumps({"min_component_confidence": json.load(open(sys.argv[1]))["min_component_confidence"]}))' \
-  "$OUT/postprocessing/postprocessing.json")
-if [[ "$RULE" != '{"min_component_confidence": {}}' && ! -f "$OUT/model_rule/model.json" ]]; then
-  "$PY" -m ichseg models derive "$MODEL" -o "$OUT/model_rule" --version 1.6.1 --inference "$RULE"
-fi
-if [[ -f "$OUT/model_rule/model.json" ]]; then MODEL="$OUT/model_rule"; fi
+with_chosen_rule() {  # with_chosen_rule NAME VERSION: choose the rule for $MODEL on $OUT/val, derive $OUT/NAME, set MODEL
+  local name=$1 version=$2 rule
+  "$PY" benchmarks/choose_postprocessing.py "$MODEL" "$OUT/val" "$OUT/val" -o "$OUT/postprocessing_$name" \
+    --quality accurate | tee "$OUT/logs/postprocessing_$name.txt"
+  rule=$("$PY" -c 'import json, sys; print(json.dumps({"min_component_confidence": json.load(open(sys.argv[1]))["min_component_confidence"]}))' \
+    "$OUT/postprocessing_$name/postprocessing.json")
+  if [[ "$rule" != '{"min_component_confidence": {}}' && ! -f "$OUT/$name/model.json" ]]; then
+    "$PY" -m ichseg models derive "$MODEL" -o "$OUT/$name" --version "$version" --inference "$rule"
+  fi
+  if [[ -f "$OUT/$name/model.json" ]]; then MODEL="$OUT/$name"; fi
+}
+with_chosen_rule model_rule 1.6.1
 
 # 7. a ninth stage, longer (bf16) and on new phantoms: the next N_RIM2 training seeds, and N_HARD seeds chosen for
 #    fluid-level and hyperacute bleeds (the first in HARD_SEED0 .. HARD_SEED0+999 that draw those patterns)
@@ -182,14 +186,7 @@ MODEL="$OUT/model_ft9"
 
 # 8. the confidence rule chosen again, now on 1.9.0's outputs for the same validation phantoms, and 1.9.1: the same
 #    weights carrying it (1.9.0 only inherited 1.6.1's rule, which was chosen on 1.6.0's outputs)
-"$PY" benchmarks/choose_postprocessing.py "$MODEL" "$OUT/val" "$OUT/val" -o "$OUT/postprocessing_ft9" --quality accurate \
-  | tee "$OUT/logs/postprocessing_ft9.txt"
-RULE=$("$PY" -c 'import json, sys; print(json.dumps({"min_component_confidence": json.load(open(sys.argv[1]))["min_component_confidence"]}))' \
-  "$OUT/postprocessing_ft9/postprocessing.json")
-if [[ "$RULE" != '{"min_component_confidence": {}}' && ! -f "$OUT/model_ft9_rule/model.json" ]]; then
-  "$PY" -m ichseg models derive "$MODEL" -o "$OUT/model_ft9_rule" --version 1.9.1 --inference "$RULE"
-fi
-if [[ -f "$OUT/model_ft9_rule/model.json" ]]; then MODEL="$OUT/model_ft9_rule"; fi
+with_chosen_rule model_ft9_rule 1.9.1
 
 # 9. held-out test cases (disjoint seeds), segmentation with the new package, evaluation
 "$PY" -m ichseg phantom --seed "$TEST_SEED0" --count "$N_TEST" --out "$OUT/test" > "$OUT/logs/test_cases.jsonl"
@@ -202,4 +199,4 @@ done
 
 echo "model package: $MODEL   plan: $WORK/plan.json   metrics: $OUT/eval_{fast,accurate}/metrics.json"
 echo "ship: $PY benchmarks/ship_model.py $MODEL $OUT/eval_fast --accurate-eval $OUT/eval_accurate --recommend-quality accurate" \
-  "--postprocessing $OUT/postprocessing_ft9/postprocessing.json"
+  "--postprocessing $OUT/postprocessing_model_ft9_rule/postprocessing.json"
