@@ -1,0 +1,100 @@
+"""What a wider network would cost on this machine: the shipped plan's 5-stage DynUNet at several widths.
+
+For each width it measures one forward pass of one inference window (float32, eval mode, no
+gradients: what ``ichseg segment`` runs per window) and one bf16 training step of batch 2 (forward,
+backward, AdamW), and writes parameters, float32 package size, seconds and the ratios to the
+shipped width as JSON.  The 20 MB package limit and the fast-mode time target bound how wide the
+next network can be; this gives both numbers in one run.
+
+    python benchmarks/network_width.py --out benchmarks/results/network_width.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ichseg.fileutil import write_json_atomic  # noqa: E402
+from ichseg.model.network import architecture, build_network, count_parameters  # noqa: E402
+
+KERNELS = [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
+STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+WIDTHS = ["8,16,32,64,128", "16,32,64,128,192", "16,32,64,128,256", "24,48,96,192,320", "32,64,128,256,320"]
+
+
+def seconds_per_call(fn, repeats: int) -> float:
+    """Mean wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(filters: list[int], patch: tuple[int, int, int], repeats: int) -> dict:
+    net = build_network(architecture(KERNELS, STRIDES, filters))
+    window = torch.randn(1, 1, *patch)
+    net.eval()
+    with torch.no_grad():
+        forward_s = seconds_per_call(lambda: net(window), repeats)
+    net.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    batch = torch.randn(2, 1, *patch)
+
+    def train_step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = net(batch).float().square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    train_s = seconds_per_call(train_step, max(1, repeats // 2))
+    parameters = count_parameters(net)
+    return {
+        "filters": filters,
+        "parameters_M": round(parameters / 1e6, 2),
+        "float32_MB": round(parameters * 4 / 1e6, 1),
+        "forward_window_s": round(forward_s, 3),
+        "train_step_bf16_batch2_s": round(train_s, 3),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--widths", nargs="+", default=WIDTHS, help="filters per stage, e.g. 16,32,64,128,192")
+    parser.add_argument("--patch", default="32,96,96", help="window Z,Y,X in voxels (the shipped plan's)")
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    patch = tuple(int(v) for v in args.patch.split(","))
+    rows = []
+    for width in args.widths:
+        rows.append(measure([int(v) for v in width.split(",")], patch, args.repeats))
+        print(json.dumps(rows[-1]), flush=True)
+    for row in rows:
+        row["forward_ratio"] = round(row["forward_window_s"] / rows[0]["forward_window_s"], 2)
+        row["train_ratio"] = round(row["train_step_bf16_batch2_s"] / rows[0]["train_step_bf16_batch2_s"], 2)
+    result = {
+        "what": "one inference window (float32, no_grad) and one bf16 training step of batch 2, per DynUNet width",
+        "patch_zyx": list(patch),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": rows,
+    }
+    write_json_atomic(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
