@@ -1,10 +1,11 @@
-"""What a wider network would cost on this machine: the shipped plan's 5-stage DynUNet at several widths.
+"""What a wider network would cost on this machine: the shipped model's DynUNet at several widths.
 
 For each width it measures one forward pass of one inference window (float32, eval mode, no
 gradients: what ``ichseg segment`` runs per window) and one bf16 training step of batch 2 (forward,
 backward, AdamW), and writes parameters, float32 package size, seconds and the ratios to the
-shipped width as JSON.  The 20 MB package limit and the fast-mode time target bound how wide the
-next network can be; this gives both numbers in one run.
+shipped width as JSON (depth, kernels, strides and window: the shipped default model's card).
+The 20 MB package limit and the fast-mode time target bound how wide the next network can be; this
+gives both numbers in one run.
 
     python benchmarks/network_width.py --out benchmarks/results/network_width.json
 """
@@ -13,33 +14,43 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+for folder in (HERE.parent, HERE):  # the project, and speed_measure beside this script (also when loaded by path)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from speed_measure import machine_info  # noqa: E402
+
 from ichseg.fileutil import write_json_atomic  # noqa: E402
 from ichseg.model.network import architecture, build_network, count_parameters  # noqa: E402
+from ichseg.model.registry import resolve_model  # noqa: E402
 
-KERNELS = [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
-STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
-WIDTHS = ["8,16,32,64,128", "16,32,64,128,192", "16,32,64,128,256", "24,48,96,192,320", "32,64,128,256,320"]
+WIDER = ["16,32,64,128,192", "16,32,64,128,256", "24,48,96,192,320", "32,64,128,256,320"]
 
 
 def seconds_per_call(fn, repeats: int) -> float:
-    """Mean wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
+    """Median wall time of ``fn()`` over ``repeats`` calls after two warm-up calls (the median: a
+    shared 2-core machine stalls now and then, and a stall is not the network's cost)."""
     fn()
-    start = time.perf_counter()
+    fn()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeats
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def measure(filters: list[int], patch: tuple[int, int, int], repeats: int) -> dict:
-    net = build_network(architecture(KERNELS, STRIDES, filters))
+def measure(shipped: dict, filters: list[int], patch: tuple[int, ...], repeats: int) -> dict:
+    """Cost of ``shipped`` (an architecture config) with other ``filters``."""
+    net = build_network(architecture(shipped["kernels"], shipped["strides"], filters))
     window = torch.randn(1, 1, *patch)
     net.eval()
     with torch.no_grad():
@@ -69,26 +80,31 @@ def measure(filters: list[int], patch: tuple[int, int, int], repeats: int) -> di
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    parser.add_argument("--widths", nargs="+", default=WIDTHS, help="filters per stage, e.g. 16,32,64,128,192")
-    parser.add_argument("--patch", default="32,96,96", help="window Z,Y,X in voxels (the shipped plan's)")
-    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument(
+        "--widths", nargs="+", default=WIDER, help="filters per stage to compare, e.g. 16,32,64,128,192"
+    )
+    parser.add_argument("--patch", help="window Z,Y,X in voxels (default: the shipped model's)")
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    patch = tuple(int(v) for v in args.patch.split(","))
+    card = resolve_model("default").card
+    shipped = card.architecture
+    patch = tuple(int(v) for v in args.patch.split(",")) if args.patch else tuple(card.inference["patch_size_zyx"])
     rows = []
-    for width in args.widths:
-        rows.append(measure([int(v) for v in width.split(",")], patch, args.repeats))
+    for filters in [shipped["filters"], *([int(v) for v in width.split(",")] for width in args.widths)]:
+        rows.append(measure(shipped, list(filters), patch, args.repeats))
         print(json.dumps(rows[-1]), flush=True)
     for row in rows:
         row["forward_ratio"] = round(row["forward_window_s"] / rows[0]["forward_window_s"], 2)
         row["train_ratio"] = round(row["train_step_bf16_batch2_s"] / rows[0]["train_step_bf16_batch2_s"], 2)
     result = {
         "what": "one inference window (float32, no_grad) and one bf16 training step of batch 2, per DynUNet width",
+        "shipped_model": f"{card.id}@{card.version}",
         "patch_zyx": list(patch),
         "threads": args.threads,
         "torch": torch.__version__,
-        "machine": platform.processor() or platform.machine(),
+        "machine": machine_info(),
         "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
     }
