@@ -1,5 +1,6 @@
 """``ichseg models``: list installed models, show a model card, choose or roll back the current one,
-average the weights of related models into a new package, derive a version with other inference settings."""
+average the weights of related models into a new package, derive a version with other inference settings,
+widen a model to more channels with the same outputs (a start for further training)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .train import number_list
 NAME = "models"
 HELP = (
     "list models and their versions; show, use or roll back a version; average models' weights; derive a "
-    "version with other inference settings; history of `ichseg improve` runs"
+    "version with other inference settings; widen a model; history of `ichseg improve` runs"
 )
 
 
@@ -32,16 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "action",
         nargs="?",
         default="list",
-        choices=("list", "show", "use", "rollback", "history", "average", "derive"),
+        choices=("list", "show", "use", "rollback", "history", "average", "derive", "widen"),
     )
     p.add_argument(
         "model",
         nargs="*",
-        help="path, id@version, version or id (show/use/rollback/derive: one; average: two or more)",
+        help="path, id@version, version or id (show/use/rollback/derive/widen: one; average: two or more)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-o", "--out", help="average/derive: the new package folder")
-    p.add_argument("--version", dest="new_version", help="average/derive: the new package's version, e.g. 1.4.1")
+    p.add_argument("-o", "--out", help="average/derive/widen: the new package folder")
+    p.add_argument("--version", dest="new_version", help="average/derive/widen: the new package's version, e.g. 1.4.1")
     p.add_argument(
         "--weights",
         type=number_list(float, name="--weights"),
@@ -55,6 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         '\'{"class_mirror_axes": {"IVH": [2]}, "min_component_ml": {"ICH": 0.25}}\' (null removes a setting); '
         "derive: the same weights as a new version with these settings (e.g. a post-processing rule)",
     )
+    p.add_argument(
+        "--filters",
+        type=number_list(int, name="--filters"),
+        help="widen: channels per stage, comma-separated, each at least the model's (e.g. 16,32,64,128,192)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="widen: seed of the new channels' random input weights")
 
 
 def _summary(entry, current_ref: str | None) -> dict:
@@ -123,6 +130,19 @@ def _derive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _widen(args: argparse.Namespace) -> int:
+    """Write one model widened to more channels per stage, computing the same outputs, as a new version."""
+    from ..errors import InputError
+    from ..model.registry import resolve_model
+    from ..model.widen import widen_package
+
+    if len(args.model) != 1 or not args.out or not args.new_version or not args.filters:
+        raise InputError("`ichseg models widen` needs one model, --out FOLDER, --version X.Y.Z and --filters A,B,...")
+    out = widen_package(resolve_model(args.model[0]).path, args.out, args.new_version, args.filters, seed=args.seed)
+    sys.stdout.write(f"wrote {out}\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..model.registry import current_model, list_models, resolve_model, set_current
@@ -151,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         return _average(args)
     if args.action == "derive":
         return _derive(args)
+    if args.action == "widen":
+        return _widen(args)
     if len(args.model) != 1:
         raise InputError(f"`ichseg models {args.action}` needs one model (path, id@version or version)")
     if args.action == "show":

@@ -46,11 +46,18 @@ def weights_file_name(fold: int | None, n_files: int) -> str:
 
 
 def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU copies of the tensors, without DistributedDataParallel's ``module.`` prefix."""
-    out = {}
+    """CPU copies of the tensors, without DistributedDataParallel's ``module.`` prefix.
+
+    Names that share one tensor (a DynUNet registers each decoder block twice, under ``skip_layers``
+    too) share its copy, so the saved file holds the weights once."""
+    out: dict[str, torch.Tensor] = {}
+    copies: dict[tuple, torch.Tensor] = {}
     for k, v in state.items():
         key = k[len("module.") :] if k.startswith("module.") else k
-        out[key] = v.detach().to("cpu", copy=True).contiguous()
+        same = (v.device, v.data_ptr(), v.dtype, tuple(v.shape), v.stride())
+        if same not in copies or v.numel() == 0:
+            copies[same] = v.detach().to("cpu", copy=True).contiguous()
+        out[key] = copies[same]
     return out
 
 
