@@ -75,7 +75,9 @@ def _widen_conv(name: str, old: torch.Tensor, new: torch.Tensor, transposed: boo
     return out
 
 
-def widen_state(arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], filters: Sequence[int], *, seed: int = 0):
+def widen_state(
+    arch: Mapping[str, Any], state: Mapping[str, torch.Tensor], filters: Sequence[int], *, seed: int = 0
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(wider architecture, its state dict computing what ``state`` computes); new channels drawn with ``seed``."""
     wide_arch = widened_architecture(arch, filters)
     narrow = build_network(arch)
