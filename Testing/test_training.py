@@ -299,11 +299,25 @@ def test_holdout_covers_every_class_that_two_cases_have():
     assert cached.lesion_labels == {1, 3}
 
 
-@pytest.mark.skipif(not cpu_bf16_supported(), reason="CPU without bf16 support")
-def test_bf16_autocast_on_cpu_trains(blobs, tmp_path):
+FLOAT32_FALLBACK = "float32 (CPU) — bf16 requested but not supported by this CPU"
+
+
+def test_bf16_on_cpu_trains_in_bf16_or_says_it_fell_back_to_float32(blobs, tmp_path):
     res = run_training(_tiny([blobs], tmp_path / "bf16", steps=3, bf16=True, val_cases=0))
     assert all(torch.isfinite(torch.tensor(res.results[0].losses)))
-    assert load_package(res.package).card.training["precision"] == "bf16 autocast (CPU)"
+    expected = "bf16 autocast (CPU)" if cpu_bf16_supported() else FLOAT32_FALLBACK  # AVX2-only CPUs: the fallback
+    assert load_package(res.package).card.training["precision"] == expected
+
+
+def test_cpu_precision_follows_the_cpu_bf16_support(monkeypatch):
+    from ichseg.train import loop
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "cpu_bf16_supported", lambda: True)
+    assert loop.precision(cpu, True, True) == (torch.bfloat16, False, "bf16 autocast (CPU)")
+    assert loop.precision(cpu, True, False) == (None, False, "float32 (CPU)")
+    monkeypatch.setattr(loop, "cpu_bf16_supported", lambda: False)
+    assert loop.precision(cpu, True, True) == (None, False, FLOAT32_FALLBACK)
 
 
 def test_validation_in_accurate_quality_keeps_the_best_weights(blobs, tmp_path):
