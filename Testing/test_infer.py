@@ -151,6 +151,18 @@ def test_random_network_runs_end_to_end(tiny_package):
     assert sitk.GetArrayViewFromImage(result.label).max() <= 3
 
 
+def test_bf16_only_where_the_cpu_has_it(tiny_package, monkeypatch):
+    """Emulated bfloat16 is many times slower than float32: a CPU without it segments in float32."""
+    import ichseg.infer
+
+    package = load_package(tiny_package)
+    monkeypatch.setattr(ichseg.infer, "cpu_bf16_supported", lambda: False)
+    assert not Segmenter(package, device="cpu", bf16=True).bf16
+    monkeypatch.setattr(ichseg.infer, "cpu_bf16_supported", lambda: True)
+    assert Segmenter(package, device="cpu", bf16=True).bf16
+    assert not Segmenter(package, device="cpu").bf16
+
+
 def test_window_choice():
     assert choose_window((30, 100, 90), (16, 32, 32), (2, 4, 4), 10**7) == (30, 100, 92)
     assert choose_window((30, 100, 90), (16, 32, 32), (2, 4, 4), 1000) == (16, 32, 32)

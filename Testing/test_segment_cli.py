@@ -123,6 +123,14 @@ def test_sharding_splits_cases(inputs, tmp_path, tiny_package, capsys):
     assert (out / "status_shard1of2.csv").is_file()
 
 
+def test_bf16_without_native_support_runs_in_float32_and_says_so(inputs, tmp_path, tiny_package, capsys, monkeypatch):
+    import ichseg.infer
+
+    monkeypatch.setattr(ichseg.infer, "cpu_bf16_supported", lambda: False)
+    code, _, stderr = _run(capsys, inputs / "caseA.nii.gz", "-o", tmp_path / "o", "--model", tiny_package, "--bf16")
+    assert code == 0 and stderr.count("no native bfloat16 on this CPU; float32") == 1
+
+
 def test_wrong_checksum_refused(inputs, tmp_path, tiny_package, capsys):
     bad = tmp_path / "bad-model"
     shutil.copytree(tiny_package, bad)

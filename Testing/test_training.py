@@ -15,11 +15,11 @@ import torch
 
 from ichseg.cli import main as cli_main
 from ichseg.errors import InputError, OutputError
+from ichseg.infer import cpu_bf16_supported
 from ichseg.model import load_package
 from ichseg.train import FinetuneConfig, TrainConfig, run_finetune, run_training
 from ichseg.train.cache import CachedCase
 from ichseg.train.crossval import holdout_split, kfold_splits, merge_fold_packages
-from ichseg.train.loop import cpu_bf16_supported
 from ichseg.train.synthetic import make_blob_dataset
 
 REPO = Path(__file__).resolve().parent.parent

@@ -226,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
                     cavity_check=not args.keep_extracranial,
                     overlap=args.overlap,
                 )
+                if args.bf16 and not segmenter.bf16 and segmenter.device.type == "cpu":
+                    print("ichseg segment: warning: --bf16: no native bfloat16 on this CPU; float32", file=sys.stderr)
             result = segmenter.segment(image, report)
             report("write", 0.95, "writing outputs")
             write_case_outputs(

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import labels
 from ..errors import IchsegError, InputError
 from ..fileutil import atomic_output
-from ..infer import quality_settings, window_probabilities
+from ..infer import cpu_bf16_supported, quality_settings, window_probabilities
 from ..preprocess import Normalization, normalize
 from ..progress import Progress
 from .cache import CachedCase
@@ -151,13 +151,6 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
     if name != "cpu":
         raise InputError(f"unknown device {name!r} (use auto, cpu or cuda)")
     return torch.device("cpu")
-
-
-def cpu_bf16_supported() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def precision(device: torch.device, amp: bool, bf16: bool) -> tuple[torch.dtype | None, bool, str]:
