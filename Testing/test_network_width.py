@@ -7,6 +7,8 @@ import sys
 
 from conftest import load_benchmark
 
+FALLBACK = " — bf16 requested but not supported by this CPU"
+
 
 def test_writes_parameters_sizes_and_ratios_for_each_width(tmp_path, monkeypatch):
     out = tmp_path / "width.json"
@@ -18,4 +20,5 @@ def test_writes_parameters_sizes_and_ratios_for_each_width(tmp_path, monkeypatch
     assert rows[0]["forward_ratio"] == 1.0 and rows[0]["train_ratio"] == 1.0
     assert (rows[0]["parameters_M"], rows[0]["float32_MB"]) == (1.41, 5.6)  # the shipped width, 4 bytes a parameter
     assert rows[1]["parameters_M"] > 3 * rows[0]["parameters_M"]  # ~4x: convolutions scale with width squared
-    assert all(r["forward_window_s"] > 0 and r["train_step_bf16_batch2_s"] > 0 for r in rows)
+    assert all(r["forward_window_s"] > 0 and r["train_step_batch2_s"] > 0 for r in rows)
+    assert json.loads(out.read_text())["train_precision"] in ("bf16 autocast (CPU)", "float32 (CPU)" + FALLBACK)
