@@ -14,7 +14,8 @@ The cavity is found the way a radiologist's eye does it, without a model:
    skull-base bridge three slices thick survived it; the cavity then ran into the orbits and the
    temporal fossae (16 of 296 training phantoms, 11–27 % larger than the true intracranial volume,
    and the "bleeds" a network finds in the muscles there were kept).  5 mm (two slices) leaked in
-   none of them and left the same lesion voxels inside;
+   none of them, with 0.5 % more of their lesion voxels outside the cavity (31 415 against 31 270,
+   at lesion edges: no lesion of the 50 test and 30 validation cases was lost);
 3. the core is dilated back (within soft tissue) by ``erosion_mm + 1`` mm;
 4. a cavity is only trusted when it is plausible: between ``min_ml`` and ``max_ml`` and mostly
    enclosed by bone (``min_bone_enclosure`` of a thin shell around it is above 200 HU).
