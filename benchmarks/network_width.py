@@ -51,8 +51,9 @@ def seconds_per_call(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(shipped: dict, filters: list[int], patch: tuple[int, ...], repeats: int) -> dict:
-    """Cost of ``shipped`` (an architecture config) with other ``filters``."""
+def measure(shipped: dict, filters: list[int], patch: tuple[int, ...], repeats: int, dtype: torch.dtype | None) -> dict:
+    """Cost of ``shipped`` (an architecture config) with other ``filters``; training under autocast to
+    ``dtype`` (None: float32)."""
     net = build_network(architecture(shipped["kernels"], shipped["strides"], filters))
     window = torch.randn(1, 1, *patch)
     net.eval()
@@ -62,10 +63,8 @@ def measure(shipped: dict, filters: list[int], patch: tuple[int, ...], repeats: 
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     batch = torch.randn(2, 1, *patch)
 
-    dtype, _, _ = precision(torch.device("cpu"), False, True)
-
     def train_step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             loss = net(batch).float().square().mean()
         optimizer.zero_grad()
         loss.backward()
@@ -96,16 +95,17 @@ def main() -> int:
     card = resolve_model("default").card
     shipped = card.architecture
     patch = tuple(int(v) for v in args.patch.split(",")) if args.patch else tuple(card.inference["patch_size_zyx"])
+    dtype, _, train_precision = precision(torch.device("cpu"), False, True)  # what ichseg train --bf16 uses here
     rows = []
     for filters in [shipped["filters"], *([int(v) for v in width.split(",")] for width in args.widths)]:
-        rows.append(measure(shipped, list(filters), patch, args.repeats))
+        rows.append(measure(shipped, list(filters), patch, args.repeats, dtype))
         print(json.dumps(rows[-1]), flush=True)
     for row in rows:
         row["forward_ratio"] = round(row["forward_window_s"] / rows[0]["forward_window_s"], 2)
         row["train_ratio"] = round(row["train_step_batch2_s"] / rows[0]["train_step_batch2_s"], 2)
     result = {
         "what": "one inference window (float32, no_grad) and one training step of batch 2, per DynUNet width",
-        "train_precision": precision(torch.device("cpu"), False, True)[2],
+        "train_precision": train_precision,
         "shipped_model": f"{card.id}@{card.version}",
         "patch_zyx": list(patch),
         "threads": args.threads,
