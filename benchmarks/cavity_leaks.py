@@ -39,14 +39,14 @@ from ichseg.preprocess import PreprocessConfig, crop, label_to_working, prepare_
 LEAK_RATIO = 1.0
 
 
-def measure_case(job: tuple[Path, dict, list[float]]) -> dict:
+def measure_case(job: tuple[Path, PreprocessConfig, list[float]]) -> dict:
     """One phantom: the cavity's volume ratio and the lesion voxels outside it, per erosion radius."""
-    params_file, preprocessing, erosions = job
+    params_file, config, erosions = job
     record = json.loads(params_file.read_text())
     dataset, name, params = params_file.parent.parent, record["case"], record["params"]
     image = sitk.ReadImage(str(dataset / "imagesTr" / f"{name}_0000.nii.gz"))
     label = sitk.ReadImage(str(dataset / "labelsTr" / f"{name}.nii.gz"))
-    prepared = prepare_image(image, PreprocessConfig.from_dict(preprocessing))
+    prepared = prepare_image(image, config)
     lesion = crop(label_to_working(label, prepared.working), prepared.box) > 0
     truth_ml = float(params["lesions"]["intracranial_volume_ml"])
     row: dict = {"case": name, "slice_thickness": params["slice_thickness"], "intracranial_ml": truth_ml}
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(p for d in args.datasets for p in (d / "phantom_params").glob("*.json"))
     if not files:
         ap.error("no phantom_params/*.json in the datasets (make them with python -m ichseg.train.synthetic)")
-    preprocessing = resolve_model(args.model).card.preprocessing
-    jobs = [(f, preprocessing, erosions) for f in files]
+    config = resolve_model(args.model).card.preprocess_config()
+    jobs = [(f, config, erosions) for f in files]
     if args.workers > 1:
         with Pool(args.workers) as pool:
             rows = list(pool.imap(measure_case, jobs))
